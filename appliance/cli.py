@@ -1,0 +1,260 @@
+"""``appliance <verb>``: everything a person does on a box. The Makefile calls this."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from appliance import config as config_module
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Edge AI appliance: local LLM, OpenAI-compatible gateway, ops tools.")
+models_app = typer.Typer(no_args_is_help=True, help="Models on this box.")
+config_app = typer.Typer(no_args_is_help=True, help="Effective configuration.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results in bench/results/).")
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML file (default: $APPLIANCE_CONFIG, "
+                 "/etc/appliance/appliance.toml, ./var/appliance.toml)."),
+]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: Path | None) -> config_module.LoadedSettings:
+    try:
+        return config_module.load(path)
+    except config_module.ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _child_argv(verb: str, path: Path | None) -> list[str]:
+    argv = [sys.executable, "-m", "appliance", verb]
+    if path is not None:
+        argv += ["--config", str(path)]
+    return argv
+
+
+@app.command()
+def up(config: ConfigOption = None) -> None:
+    """Start engine and gateway under the selfheal supervisor, on this machine."""
+    from selfheal.policy import Backoff
+    from selfheal.supervisor import ChildSpec, Supervisor
+
+    loaded = _load(config)
+    settings = loaded.settings
+    _setup_logging()
+    specs = [ChildSpec("engine", _child_argv("engine", config)),
+             ChildSpec("gateway", _child_argv("gateway", config))]
+    sup = settings.supervisor
+
+    def backoff() -> Backoff:
+        return Backoff(sup.backoff_initial_s, sup.backoff_max_s, sup.stable_after_s)
+
+    async def announce() -> None:
+        await _announce_when_ready(settings.http.host, settings.http.port, settings.engine.model)
+
+    supervisor = Supervisor(specs, backoff, sup.stop_timeout_s)
+    asyncio.run(supervisor.run(announce))
+
+
+async def _announce_when_ready(host: str, port: int, model: str) -> None:
+    import httpx
+
+    base = f"http://{host}:{port}"
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            try:
+                if (await client.get(f"{base}/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    console.print(f"\n[bold green]The appliance is ready[/bold green] at {base}\n"
+                  f"  OpenAI base URL: {base}/v1   (model: {model})\n"
+                  f"  health: {base}/healthz   ready: {base}/readyz   metrics: {base}/metrics\n"
+                  f"  Try it:\n    curl -s {base}/v1/chat/completions "
+                  f"-H 'Content-Type: application/json' -d '{body}'\n"
+                  "  Stop with Ctrl-C.\n", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def engine(config: ConfigOption = None,
+           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the inference engine process (model on the chosen device, IPC socket)."""
+    from appliance.engine.loader import EngineStartError
+    from appliance.engine.server import serve
+
+    settings = _load(config).settings
+    _setup_logging(verbose)
+    try:
+        asyncio.run(serve(settings))
+    except EngineStartError as exc:
+        err_console.print(f"[red]engine cannot start:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def gateway(config: ConfigOption = None) -> None:
+    """Run the HTTP gateway process (OpenAI-compatible API, health, metrics)."""
+    from appliance.gateway.app import serve
+
+    settings = _load(config).settings
+    _setup_logging()
+    serve(settings)
+
+
+@app.command()
+def doctor(config: ConfigOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
+           ) -> None:
+    """Report devices, memory, the device choice and why, models, cache and risks."""
+    from appliance.doctor import examine
+
+    report = examine(_load(config))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        raise typer.Exit(0 if report.ok else 1)
+    console.print(f"[bold]Configuration[/bold] {report.config_file}"
+                  f"{'' if report.config_file_exists else ' (absent: defaults)'}")
+    table = Table("device", "name", title="OpenVINO devices")
+    for device in report.devices:
+        table.add_row(device["device"], device["name"])
+    console.print(table)
+    mem = report.memory
+    console.print(f"[bold]Memory[/bold] {mem['available_bytes'] / 2**30:.1f} GiB available of "
+                  f"{mem['total_bytes'] / 2**30:.1f} GiB")
+    if report.plan:
+        plan = report.plan
+        console.print(f"[bold]Device[/bold] setting {plan['setting']} -> [green]{plan['chosen']}"
+                      f"[/green] ({plan['pipeline']}): {plan['reason']}")
+        for rejected in plan["rejected"]:
+            console.print(f"  passed over {rejected['device']}: {rejected['why']}")
+    _print_models(report.models)
+    cache = report.cache
+    console.print(f"[bold]Compiled-model cache[/bold] {cache['path']}: {cache['files']} files, "
+                  f"{cache['bytes'] / 2**20:.1f} MiB ({'warm' if cache['warm'] else 'cold'})")
+    colours = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for finding in report.findings:
+        colour = colours[finding.level]
+        console.print(f"[{colour}]{finding.level}[/{colour}]: {finding.message}")
+    if report.ok:
+        console.print("[green]no problems found[/green]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_models(models: list[dict[str, Any]]) -> None:
+    table = Table("id", "format", "quantization", "size", "context", "prepared", "path",
+                  title="Models")
+    for m in models:
+        table.add_row(m["id"], m["format"], m["quantization"], f"{m['size_bytes'] / 2**20:.1f} MiB",
+                      str(m["context_length"]), "yes" if m["prepared"] else "no", m["path"])
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = None,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Models in the models directory, with size, format and quantization."""
+    from appliance.models import registry
+    from appliance.models.default import DefaultModelMissing, link_default_model
+
+    settings = _load(config).settings
+    try:
+        link_default_model(settings.paths.models_dir)
+    except DefaultModelMissing as exc:
+        err_console.print(f"[yellow]warning:[/yellow] {exc}")
+    rows = [
+        {"id": e.id, "format": e.facts.format, "quantization": e.facts.quantization,
+         "size_bytes": e.size_bytes, "context_length": e.facts.context_length,
+         "prepared": e.prepared, "path": str(e.source)}
+        for e in registry.scan(settings.paths.models_dir)
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_models(rows)
+
+
+@models_app.command("prepare")
+def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")] = None,
+                   config: ConfigOption = None) -> None:
+    """Convert a model to OpenVINO IR now (the engine would do it on first start)."""
+    from appliance.engine.loader import prepare_model
+    from appliance.models.default import DefaultModelMissing
+    from appliance.models.registry import UnknownModel
+
+    settings = _load(config).settings
+    _setup_logging()
+    try:
+        with console.status(f"preparing {model or settings.engine.model}"):
+            entry, seconds = prepare_model(settings, model)
+    except (UnknownModel, DefaultModelMissing) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    state = f"converted in {seconds:.1f} s" if seconds else "already prepared"
+    console.print(f"{entry.id}: {state} -> {entry.ir_dir}")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every setting's effective value and where it came from (env, file or default)."""
+    loaded = _load(config)
+    rows = list(config_module.describe(loaded))
+    if as_json:
+        print(json.dumps({"file": str(loaded.path), "settings": {
+            r.key: {"value": str(r.value) if isinstance(r.value, Path) else r.value,
+                    "source": r.source} for r in rows}}, indent=2))
+        return
+    table = Table("key", "value", "source", "what it does",
+                  title=f"Configuration ({loaded.path}"
+                        f"{'' if loaded.file_exists else ', absent'})")
+    for row in rows:
+        table.add_row(row.key, repr(row.value) if not isinstance(row.value, Path)
+                      else str(row.value), row.source, row.description)
+    console.print(table)
+
+
+@bench_app.command("engine")
+def bench_engine(config: ConfigOption = None,
+                 tokens: Annotated[int, typer.Option(help="New tokens per stream.")] = 128,
+                 out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                     "bench/results/engine.json")) -> None:
+    """Engine benchmark: TTFT, tokens/s at 1/4/8 streams, direct and through HTTP, peak RSS."""
+    from bench.engine import run
+
+    settings = _load(config).settings
+    _setup_logging()
+    run(settings, tokens=tokens, out=out, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

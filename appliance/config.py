@@ -1,0 +1,249 @@
+"""The appliance's one settings object.
+
+Declared once here (typed, with defaults and a description per field); loaded from one TOML
+file, then overridden by ``APPLIANCE_<SECTION>__<KEY>`` environment variables. Env beats file
+beats default, and :func:`describe` tells for each key which of the three won, so
+``appliance config show`` and the docs come from the same declaration.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "APPLIANCE_"
+ENV_DELIMITER = "__"
+CONFIG_ENV = "APPLIANCE_CONFIG"
+BOX_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
+DEV_CONFIG_PATH = Path("var/appliance.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who has to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HttpSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP gateway binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP gateway.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest accepted request body; bigger gets HTTP 413."
+    )
+
+
+class EngineSettings(_Section):
+    device: str = Field(
+        "auto",
+        description="OpenVINO device: auto (NPU, then GPU, then CPU), CPU, GPU, GPU.<n> or NPU.",
+    )
+    model: str = Field("smollm2-135m-instruct", description="Id of the model the engine serves.")
+    max_concurrent: int = Field(
+        8, ge=1, le=256, description="Generations decoded together (continuous batching)."
+    )
+    max_waiting: int = Field(
+        32, ge=0, le=10_000, description="Admission queue beyond max_concurrent; full gets 429."
+    )
+    kv_cache_gb: int = Field(1, ge=1, le=64, description="KV-cache size in GiB (CPU/GPU).")
+    max_batched_tokens: int = Field(
+        2048, ge=64, description="Tokens scheduled per engine step (prefill chunking)."
+    )
+    default_max_tokens: int = Field(
+        512, ge=1, description="Completion length when a request sets no max_tokens."
+    )
+    default_temperature: float = Field(
+        0.2, ge=0.0, le=2.0, description="Sampling temperature when a request sets none."
+    )
+    inference_threads: int = Field(
+        0, ge=0, le=1024, description="INFERENCE_NUM_THREADS for CPU; 0 lets OpenVINO decide."
+    )
+    kv_cache_precision: Literal["", "u8", "f16", "bf16", "f32"] = Field(
+        "", description="KV_CACHE_PRECISION; empty keeps the device default."
+    )
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="A generation that produces nothing for this long is aborted."
+    )
+    npu_max_prompt_len: int = Field(
+        1024, ge=64, description="NPU compiles static shapes: longest prompt it accepts."
+    )
+    npu_min_response_len: int = Field(
+        128, ge=1, description="NPU static shapes: tokens reserved for the answer."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from appliance.engine.devices import normalise_device_setting
+
+        return normalise_device_setting(value)
+
+
+class PathsSettings(_Section):
+    data_dir: Path = Field(
+        Path("var"), description="State: models, compiled-model cache, sockets, logs."
+    )
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def engine_socket(self) -> Path:
+        return self.run_dir / "engine.sock"
+
+
+class SupervisorSettings(_Section):
+    backoff_initial_s: float = Field(0.5, gt=0, description="First wait before a restart.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts.")
+    stable_after_s: float = Field(
+        60.0, gt=0, description="Up this long and the backoff starts again from the beginning."
+    )
+    stop_timeout_s: float = Field(
+        10.0, gt=0, description="Grace after SIGTERM before a child is killed."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; environment variables must beat it.
+        return (env_settings, init_settings)
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    path: Path
+    file_exists: bool
+    file_values: Mapping[str, Any]
+
+
+def config_path(explicit: Path | None = None, env: Mapping[str, str] = os.environ) -> Path:
+    """The TOML file to read: --config, then $APPLIANCE_CONFIG, then the box's, then ./var's."""
+    if explicit is not None:
+        return explicit
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    if BOX_CONFIG_PATH.exists():
+        return BOX_CONFIG_PATH
+    return DEV_CONFIG_PATH
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", ENV_DELIMITER).upper()
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _explain(exc: ValidationError, file_values: Mapping[str, Any], path: Path) -> str:
+    flat_file = _flatten(file_values)
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        name = env_name(key)
+        if name in os.environ:
+            origin = f"env {name}={os.environ[name]!r}"
+        elif key in flat_file:
+            origin = f"{path}: {key} = {flat_file[key]!r}"
+        else:
+            origin = "default"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling)"
+        lines.append(f"  {key}: {message} [{origin}]")
+    return "\n".join(lines)
+
+
+def load(explicit_path: Path | None = None) -> LoadedSettings:
+    """Read file and environment into a validated Settings, or raise ConfigError."""
+    path = config_path(explicit_path)
+    file_values = _read_toml(path)
+    try:
+        settings = Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, file_values, path)) from exc
+    settings.paths.data_dir = settings.paths.data_dir.expanduser().resolve()
+    return LoadedSettings(settings, path.resolve(), path.exists(), file_values)
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    key: str
+    value: Any
+    source: str
+    description: str
+
+
+def describe(loaded: LoadedSettings) -> Iterator[SettingRow]:
+    """Every setting with its effective value and where that value came from."""
+    flat_file = _flatten(loaded.file_values)
+    settings = loaded.settings
+    for section_name in Settings.model_fields:
+        section = getattr(settings, section_name)
+        for key, field in type(section).model_fields.items():
+            dotted = f"{section_name}.{key}"
+            name = env_name(dotted)
+            if name in os.environ:
+                source = f"env {name}"
+            elif dotted in flat_file:
+                source = f"file {loaded.path}"
+            else:
+                source = "default"
+            yield SettingRow(dotted, getattr(section, key), source, field.description or "")

@@ -1,0 +1,131 @@
+"""``appliance doctor``: what this box has, what the engine would choose, and what is risky.
+
+Read-only: it probes devices and files but loads no model, so it is safe on a running box.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import psutil
+
+from appliance.config import LoadedSettings
+from appliance.engine.devices import plan_devices
+from appliance.engine.loader import available_devices
+from appliance.models import registry
+from appliance.models.default import DefaultModelMissing, link_default_model
+
+
+@dataclass
+class Finding:
+    level: Literal["error", "warning", "info"]
+    message: str
+
+
+@dataclass
+class Report:
+    config_file: str
+    config_file_exists: bool
+    devices: list[dict[str, str]] = field(default_factory=list)
+    memory: dict[str, int] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def _device_names(devices: list[str]) -> list[dict[str, str]]:
+    import openvino as ov
+
+    core = ov.Core()
+    found = []
+    for device in devices:
+        try:
+            name = str(core.get_property(device, "FULL_DEVICE_NAME"))
+        except Exception:
+            name = "?"
+        found.append({"device": device, "name": name})
+    return found
+
+
+def _dir_size(path: Any) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def examine(loaded: LoadedSettings) -> Report:
+    settings = loaded.settings
+    report = Report(str(loaded.path), loaded.file_exists)
+    add = report.findings.append
+
+    devices = available_devices()
+    report.devices = _device_names(devices)
+    memory = psutil.virtual_memory()
+    report.memory = {"total_bytes": memory.total, "available_bytes": memory.available}
+
+    models_dir = settings.paths.models_dir
+    try:
+        link_default_model(models_dir)
+    except DefaultModelMissing as exc:
+        add(Finding("error", str(exc)))
+    except OSError as exc:
+        add(Finding("error", f"cannot write the models directory {models_dir}: {exc}"))
+    entries = registry.scan(models_dir)
+    report.models = [
+        {"id": e.id, "format": e.facts.format, "quantization": e.facts.quantization,
+         "size_bytes": e.size_bytes, "context_length": e.facts.context_length,
+         "prepared": e.prepared, "path": str(e.source)}
+        for e in entries
+    ]
+    entry = next((e for e in entries if e.id == settings.engine.model), None)
+    if entry is None:
+        add(Finding("error", f"engine.model={settings.engine.model!r} is not in {models_dir}"))
+    else:
+        plan = plan_devices(devices, settings.engine.device, entry.traits(),
+                            settings.engine.npu_max_prompt_len,
+                            settings.engine.npu_min_response_len)
+        chosen = plan.chosen
+        report.plan = {
+            "setting": plan.setting, "chosen": chosen.device, "pipeline": chosen.pipeline,
+            "reason": chosen.reason, "max_prompt_tokens": chosen.max_prompt_tokens,
+            "fallbacks": [c.device for c in plan.candidates[1:]],
+            "rejected": [{"device": d, "why": w} for d, w in plan.rejected],
+        }
+        if plan.setting != "auto" and chosen.device.split(".")[0] != plan.setting.split(".")[0]:
+            add(Finding("warning", f"engine.device={plan.setting} cannot be used here; the "
+                                   f"engine will fall back to {chosen.device}"))
+        if not entry.prepared:
+            add(Finding("info", f"{entry.id} is not converted yet; the first engine start "
+                                "converts it (run `appliance models prepare` to do it now)"))
+
+    count, size = _dir_size(settings.paths.cache_dir)
+    report.cache = {"path": str(settings.paths.cache_dir), "files": count, "bytes": size,
+                    "warm": count > 0}
+    if count == 0:
+        add(Finding("info", "the compiled-model cache is empty; the first start compiles"))
+
+    kv_bytes = settings.engine.kv_cache_gb * 2**30
+    if kv_bytes > memory.available * 0.8:
+        add(Finding("error", f"engine.kv_cache_gb={settings.engine.kv_cache_gb} does not fit in "
+                             f"the {memory.available / 2**30:.1f} GiB of available memory"))
+    try:
+        loopback = ipaddress.ip_address(settings.http.host).is_loopback
+    except ValueError:
+        loopback = settings.http.host == "localhost"
+    if not loopback:
+        add(Finding("warning", f"http.host={settings.http.host} is reachable from the network "
+                               "and this version has no authentication yet"))
+    if not loaded.file_exists:
+        add(Finding("info", f"no configuration file at {loaded.path}; using defaults"))
+    return report

@@ -1,0 +1,1 @@
+"""The inference engine: its own process, OpenVINO GenAI inside, tokens out over a Unix socket."""

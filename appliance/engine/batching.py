@@ -1,0 +1,242 @@
+"""Continuous batching over ``openvino_genai.ContinuousBatchingPipeline``.
+
+One thread owns the pipeline: it adds and cancels requests between steps and turns each step's
+new tokens into text events. ``step()`` holds the GIL while it runs, which is why this lives in
+the engine process and not in the gateway. Other threads only talk to it through a queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from appliance.engine.detokenize import IncrementalDetokenizer
+from appliance.engine.protocol import GenerateParams
+from appliance.engine.stopping import StopMatcher
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+IDLE_WAIT_S = 0.5
+
+
+class Overloaded(Exception):
+    """The admission queue is full."""
+
+
+@dataclass
+class Job:
+    """One generation as the step thread sees it."""
+
+    params: GenerateParams
+    prompt_ids: list[int]
+    max_new_tokens: int
+    emit: Emit
+    detok: IncrementalDetokenizer
+    stop: StopMatcher
+    submitted: float = field(default_factory=time.monotonic)
+    handle: Any = None
+    first_token: float | None = None
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.emit({"id": self.params.id, "event": kind, **data})
+
+
+@dataclass(frozen=True)
+class Load:
+    active: int
+    waiting: int
+    capacity: int
+    steps: int
+    generated_tokens: int
+    cache_usage: float
+
+
+def generation_config(base: Any, params: GenerateParams, max_new_tokens: int) -> Any:
+    """Request parameters on top of the model's own generation config (EOS ids, etc.)."""
+    config = base
+    config.max_new_tokens = max_new_tokens
+    config.stop_strings = set()  # applied on text by StopMatcher, so nothing partial leaks
+    config.num_return_sequences = 1
+    if params.temperature > 0:
+        config.do_sample = True
+        config.temperature = params.temperature
+        config.top_p = params.top_p
+        if params.seed is not None:
+            config.rng_seed = params.seed & 0xFFFFFFFF
+    else:
+        config.do_sample = False
+    return config
+
+
+class ContinuousBatchingBackend:
+    def __init__(self, pipeline: Any, decode: Callable[[list[int]], str], capacity: int) -> None:
+        self._pipeline = pipeline
+        self._decode = decode
+        self._capacity = capacity
+        self._intake: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._jobs: dict[str, Job] = {}
+        self._next_request = 0
+        self._steps = 0
+        self._generated = 0
+        self._cache_usage = 0.0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-step", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._intake.put(("wake", None))
+        self._thread.join(timeout=10)
+
+    def new_job(
+        self, params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit
+    ) -> Job:
+        return Job(
+            params, prompt_ids, max_new, emit, IncrementalDetokenizer(self._decode),
+            StopMatcher(params.stop),
+        )
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._outstanding >= self._capacity:
+                raise Overloaded
+            self._outstanding += 1
+        self._intake.put(("add", job))
+
+    def cancel(self, job_id: str) -> None:
+        self._intake.put(("cancel", job_id))
+
+    def load(self, max_concurrent: int) -> Load:
+        with self._lock:
+            outstanding = self._outstanding
+        active = min(outstanding, max_concurrent)
+        return Load(
+            active, outstanding - active, self._capacity, self._steps, self._generated,
+            self._cache_usage,
+        )
+
+    # -- the step thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._drain_intake(block=not self._jobs)
+                if self._jobs:
+                    self._pipeline.step()
+                    self._steps += 1
+                    self._collect()
+        except Exception as exc:  # a broken pipeline: fail everything, let selfheal restart us
+            log.exception("engine step loop failed")
+            for job in list(self._jobs.values()):
+                self._finish(job, error=("engine_error", f"engine failure: {exc}"))
+            time.sleep(0.5)  # let the connections flush those errors
+            os._exit(70)
+
+    def _drain_intake(self, block: bool) -> None:
+        try:
+            op, arg = self._intake.get(timeout=IDLE_WAIT_S) if block else self._intake.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if op == "add":
+                self._add(arg)
+            elif op == "cancel":
+                job = self._jobs.get(arg)
+                if job is not None:
+                    job.handle.cancel()
+                    self._finish(job, finish_reason="abort")
+            try:
+                op, arg = self._intake.get_nowait()
+            except queue.Empty:
+                return
+
+    def _add(self, job: Job) -> None:
+        import openvino as ov
+
+        config = generation_config(self._pipeline.get_config(), job.params, job.max_new_tokens)
+        tensor = ov.Tensor(np.asarray([job.prompt_ids], dtype=np.int64))
+        try:
+            job.handle = self._pipeline.add_request(self._next_request, tensor, config)
+        except Exception as exc:
+            self._release()
+            job.event("error", code="invalid_request", message=f"engine refused the request: {exc}")
+            return
+        self._next_request += 1
+        self._jobs[job.params.id] = job
+        job.event("accepted", prompt_tokens=len(job.prompt_ids), max_tokens=job.max_new_tokens)
+
+    def _collect(self) -> None:
+        import openvino_genai as og
+
+        for job in list(self._jobs.values()):
+            handle = job.handle
+            finish_reason = None
+            if handle.can_read():
+                for output in handle.read().values():
+                    new_ids = list(output.generated_ids)
+                    if new_ids:
+                        self._on_tokens(job, new_ids)
+                    if output.finish_reason == og.GenerationFinishReason.LENGTH:
+                        finish_reason = "length"
+                    elif output.finish_reason == og.GenerationFinishReason.STOP:
+                        finish_reason = "stop"
+                if job.stop.stopped:
+                    handle.stop()
+                    self._finish(job, finish_reason="stop")
+                    continue
+            status = handle.get_status()
+            if status == og.GenerationStatus.RUNNING:
+                continue
+            if status == og.GenerationStatus.IGNORED:
+                self._finish(job, error=("overloaded", "the KV cache cannot hold this request"))
+            else:
+                self._finish(job, finish_reason=finish_reason or "stop")
+        with contextlib.suppress(Exception):  # metrics are best effort
+            self._cache_usage = float(self._pipeline.get_metrics().cache_usage)
+
+    def _on_tokens(self, job: Job, new_ids: list[int]) -> None:
+        if job.first_token is None:
+            job.first_token = time.monotonic()
+        self._generated += len(new_ids)
+        text = job.stop.feed(job.detok.add(new_ids))
+        if text:
+            job.event("token", text=text, tokens=job.detok.token_count)
+
+    def _finish(
+        self, job: Job, finish_reason: str = "stop", error: tuple[str, str] | None = None
+    ) -> None:
+        self._jobs.pop(job.params.id, None)
+        self._release()
+        if error is not None:
+            job.event("error", code=error[0], message=error[1])
+            return
+        tail = job.stop.feed(job.detok.flush()) if not job.stop.stopped else ""
+        tail += job.stop.flush()
+        if tail:
+            job.event("token", text=tail, tokens=job.detok.token_count)
+        now = time.monotonic()
+        job.event(
+            "done",
+            finish_reason=finish_reason,
+            prompt_tokens=len(job.prompt_ids),
+            completion_tokens=job.detok.token_count,
+            ttft_s=round((job.first_token or now) - job.submitted, 4),
+            total_s=round(now - job.submitted, 4),
+        )
+
+    def _release(self) -> None:
+        with self._lock:
+            self._outstanding -= 1

@@ -1,0 +1,211 @@
+"""The gateway's side of the engine IPC: one Unix-socket connection, many generations on it.
+
+The client keeps reconnecting while the engine is away (crashed, restarting, loading), and
+while it is away every call fails fast with :class:`EngineUnavailable`: the gateway answers
+503 at once instead of hanging. A heartbeat tells a hung engine from a busy one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.engine import protocol
+
+log = logging.getLogger(__name__)
+_LOST = {"event": "_lost"}
+
+
+class EngineUnavailable(Exception):
+    """The engine is not connected (down, restarting or still loading)."""
+
+
+class EngineRejected(Exception):
+    def __init__(self, code: str, message: str, prompt_tokens: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.prompt_tokens = prompt_tokens
+
+
+class Generation:
+    """One accepted generation: iterate its events until ``done``."""
+
+    def __init__(self, client: EngineClient, gen_id: str, queue: asyncio.Queue[dict[str, Any]],
+                 accepted: dict[str, Any]) -> None:
+        self.client = client
+        self.id = gen_id
+        self.prompt_tokens: int = accepted.get("prompt_tokens", 0)
+        self.max_tokens: int = accepted.get("max_tokens", 0)
+        self._queue = queue
+        self.finished = False
+
+    async def events(self, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """Yields ``token`` events, then the ``done`` event; raises on loss or engine error."""
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(self._queue.get(), idle_timeout)
+                except TimeoutError:
+                    raise EngineRejected("timeout", "the engine produced nothing in time") from None
+                kind = event.get("event")
+                if kind == "_lost":
+                    raise EngineUnavailable("the engine went away during the generation")
+                if kind == "error":
+                    raise EngineRejected(event.get("code", "engine_error"),
+                                         event.get("message", ""))
+                yield event
+                if kind == "done":
+                    self.finished = True
+                    return
+        finally:
+            self.client._pending.pop(self.id, None)
+            if not self.finished:
+                await self.client.abort(self.id)
+
+
+class EngineClient:
+    def __init__(
+        self,
+        socket_path: Path,
+        heartbeat_s: float = 1.0,
+        health_timeout_s: float = 5.0,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self.heartbeat_s = heartbeat_s
+        self.health_timeout_s = health_timeout_s
+        self.on_restart = on_restart
+        self.info: protocol.EngineInfo | None = None
+        self.load: dict[str, Any] = {}
+        self.last_health = 0.0
+        self.restarts = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._seq = itertools.count()
+        self._connected = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def ready(self) -> bool:
+        fresh = time.monotonic() - self.last_health < self.health_timeout_s
+        return self.connected and self.info is not None and fresh
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._maintain(), name="engine-client")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    async def submit(self, params: dict[str, Any]) -> Generation:
+        """Send a generation and wait for the engine to accept or refuse it."""
+        if self._writer is None:
+            raise EngineUnavailable("the engine is not running")
+        gen_id = params["id"]
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pending[gen_id] = queue
+        try:
+            self._send({"op": "generate", **params})
+            first = await asyncio.wait_for(queue.get(), self.health_timeout_s * 6)
+        except (TimeoutError, ConnectionError) as exc:
+            self._pending.pop(gen_id, None)
+            raise EngineUnavailable("the engine did not answer") from exc
+        if first.get("event") == "_lost":
+            self._pending.pop(gen_id, None)
+            raise EngineUnavailable("the engine went away")
+        if first.get("event") == "error":
+            self._pending.pop(gen_id, None)
+            raise EngineRejected(first.get("code", "engine_error"), first.get("message", ""),
+                                 first.get("prompt_tokens"))
+        return Generation(self, gen_id, queue, first)
+
+    async def abort(self, gen_id: str) -> None:
+        self._pending.pop(gen_id, None)
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self._send({"op": "abort", "id": gen_id})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._writer is None:
+            raise ConnectionError("not connected")
+        self._writer.write(protocol.encode(message))
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except (OSError, ConnectionError, ValueError, TimeoutError,
+                    asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                log.debug("engine connection: %s", exc)
+            self._disconnected()
+            await asyncio.sleep(0.25)
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.open_unix_connection(
+            str(self.socket_path), limit=protocol.MAX_LINE_BYTES
+        )
+        try:
+            writer.write(protocol.encode({"op": "hello", "protocol": protocol.PROTOCOL_VERSION}))
+            line = await asyncio.wait_for(reader.readline(), 30)
+            info = protocol.EngineInfo.model_validate(
+                {k: v for k, v in protocol.decode(line).items() if k != "op"}
+            )
+            if self.info is not None and info.instance != self.info.instance:
+                self.restarts += 1
+                if self.on_restart is not None:
+                    self.on_restart()
+            self.info = info
+            self.last_health = time.monotonic()
+            self._writer = writer
+            self._connected.set()
+            log.info("connected to engine pid %d (%s on %s)", info.pid, info.model, info.device)
+            beat = asyncio.create_task(self._heartbeat())
+            try:
+                while line := await reader.readline():
+                    self._dispatch(protocol.decode(line))
+            finally:
+                beat.cancel()
+        finally:
+            writer.close()
+
+    async def _heartbeat(self) -> None:
+        while self._writer is not None:
+            self._send({"op": "health", "seq": next(self._seq)})
+            await self._writer.drain()
+            await asyncio.sleep(self.heartbeat_s)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "health":
+            self.last_health = time.monotonic()
+            self.load = message
+            return
+        queue = self._pending.get(str(message.get("id", "")))
+        if queue is not None:
+            queue.put_nowait(message)
+
+    def _disconnected(self) -> None:
+        if self._writer is not None:
+            log.warning("lost the engine connection")
+        self._writer = None
+        self._connected.clear()
+        for queue in self._pending.values():
+            queue.put_nowait(_LOST)
+        self._pending.clear()

@@ -1,0 +1,207 @@
+"""The engine process: load the model, then serve the IPC protocol on a Unix socket.
+
+The socket appears only once the model is loaded, so "the socket answers" means "the engine
+can generate". Each connection's generations are cancelled when that connection goes away (a
+gateway that died is not waiting for them any more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from appliance.config import Settings
+from appliance.engine import protocol
+from appliance.engine.batching import ContinuousBatchingBackend, Overloaded
+from appliance.engine.loader import LoadedModel, load_model
+from appliance.engine.stateful import StatefulBackend
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """What a connection needs: the backend, the tokenizer and the limits."""
+
+    def __init__(self, settings: Settings, model: LoadedModel) -> None:
+        self.settings = settings
+        self.model = model
+        capacity = settings.engine.max_concurrent + settings.engine.max_waiting
+        tokenizer = model.tokenizer
+
+        def decode(ids: list[int]) -> str:
+            return tokenizer.decode(ids) if ids else ""
+
+        if model.candidate.pipeline == "stateful":
+            self.backend: Any = StatefulBackend(model.pipeline, decode, capacity)
+        else:
+            self.backend = ContinuousBatchingBackend(model.pipeline, decode, capacity)
+        self.info = protocol.EngineInfo(
+            model=model.entry.id,
+            device=model.candidate.device,
+            pipeline=model.candidate.pipeline,
+            context_length=model.entry.facts.context_length,
+            max_prompt_tokens=model.candidate.max_prompt_tokens,
+            capacity=capacity,
+            pid=os.getpid(),
+            instance=uuid.uuid4().hex[:12],
+            load_seconds=round(model.load_seconds, 3),
+            device_reason=model.candidate.reason,
+        )
+
+    def prompt_ids(self, params: protocol.GenerateParams) -> list[int]:
+        tokenizer = self.model.tokenizer
+        history = [m.model_dump() for m in params.messages]
+        prompt = tokenizer.apply_chat_template(history, add_generation_prompt=True)
+        encoded = tokenizer.encode(prompt, add_special_tokens=False)
+        return [int(i) for i in encoded.input_ids.data[0]]
+
+    def plan_length(self, params: protocol.GenerateParams, prompt_tokens: int) -> int | str:
+        """Completion budget, or the reason the request does not fit the context."""
+        limit = self.info.context_length
+        if prompt_tokens > self.info.max_prompt_tokens:
+            return (f"the prompt has {prompt_tokens} tokens; this model on {self.info.device} "
+                    f"accepts at most {self.info.max_prompt_tokens}")
+        room = limit - prompt_tokens
+        if params.max_tokens is not None:
+            if params.max_tokens > room:
+                return (f"this model's maximum context length is {limit} tokens; the request "
+                        f"has {prompt_tokens} in the messages and asks for {params.max_tokens} "
+                        "in the completion")
+            return params.max_tokens
+        if room < 1:
+            return f"the prompt fills the model's whole context of {limit} tokens"
+        return min(self.settings.engine.default_max_tokens, room)
+
+
+class Connection:
+    def __init__(self, engine: Engine, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.engine = engine
+        self.reader = reader
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.open_ids: set[str] = set()
+
+    def emit(self, message: dict[str, Any]) -> None:
+        """Thread-safe: the step thread calls this for every event."""
+        self.loop.call_soon_threadsafe(self._queue, message)
+
+    def _queue(self, message: dict[str, Any]) -> None:
+        if message.get("event") in ("done", "error"):
+            self.open_ids.discard(message.get("id", ""))
+        self.outbox.put_nowait(message)
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            while line := await self.reader.readline():
+                self._handle_line(line)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            for job_id in list(self.open_ids):
+                self.engine.backend.cancel(job_id)
+            sender.cancel()
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    async def _send_loop(self) -> None:
+        while True:
+            batch = [await self.outbox.get()]
+            while not self.outbox.empty():
+                batch.append(self.outbox.get_nowait())
+            self.writer.write(b"".join(protocol.encode(m) for m in batch))
+            await self.writer.drain()
+
+    def _handle_line(self, line: bytes) -> None:
+        try:
+            message = protocol.decode(line)
+        except ValueError as exc:
+            self._queue({"event": "error", "code": "invalid_request",
+                         "message": f"bad line: {exc}"})
+            return
+        op = message.get("op")
+        if op == "hello":
+            self._queue({"op": "info", **self.engine.info.model_dump()})
+        elif op == "health":
+            load = self.engine.backend.load(self.engine.settings.engine.max_concurrent)
+            self._queue({"op": "health", "seq": message.get("seq"), "time": time.time(),
+                         **load.__dict__})
+        elif op == "generate":
+            self._generate(message)
+        elif op == "abort":
+            self.engine.backend.cancel(str(message.get("id", "")))
+        else:
+            self._queue({"event": "error", "code": "invalid_request",
+                         "message": f"unknown op {op!r}"})
+
+    def _generate(self, message: dict[str, Any]) -> None:
+        job_id = str(message.get("id", ""))
+        message.pop("op", None)
+        try:
+            params = protocol.GenerateParams.model_validate(message)
+        except ValidationError as exc:
+            self._queue({"id": job_id, "event": "error", "code": "invalid_request",
+                         "message": str(exc.errors()[0]["msg"])})
+            return
+        if params.id in self.open_ids:
+            self._queue({"id": job_id, "event": "error", "code": "invalid_request",
+                         "message": "a generation with this id is already running"})
+            return
+        prompt_ids = self.engine.prompt_ids(params)
+        budget = self.engine.plan_length(params, len(prompt_ids))
+        if isinstance(budget, str):
+            self._queue({"id": job_id, "event": "error", "code": "context_length_exceeded",
+                         "message": budget, "prompt_tokens": len(prompt_ids)})
+            return
+        job = self.engine.backend.new_job(params, prompt_ids, budget, self.emit)
+        self.open_ids.add(params.id)
+        try:
+            self.engine.backend.submit(job)
+        except Overloaded:
+            self.open_ids.discard(params.id)
+            self._queue({"id": job_id, "event": "error", "code": "overloaded",
+                         "message": "the engine's admission queue is full"})
+
+
+async def serve(settings: Settings) -> None:
+    model = load_model(settings)
+    engine = Engine(settings, model)
+    engine.backend.start()
+    socket_path = settings.paths.engine_socket
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled at shutdown
+            await Connection(engine, reader, writer).run()
+
+    server = await asyncio.start_unix_server(on_connect, path=str(socket_path),
+                                             limit=protocol.MAX_LINE_BYTES)
+    os.chmod(socket_path, 0o660)
+    pidfile = settings.paths.run_dir / "engine.pid"
+    pidfile.write_text(str(os.getpid()))
+    log.info("engine ready on %s (model %s, device %s, pid %d)", socket_path, engine.info.model,
+             engine.info.device, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+    log.info("engine stopping")
+    engine.backend.stop()
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        pidfile.unlink()

@@ -1,0 +1,138 @@
+"""One generation at a time on ``openvino_genai.LLMPipeline``: the NPU's path.
+
+The NPU compiles static shapes and has no continuous batching, so requests queue here and run
+one after another. Same Job, events and admission rules as the batching backend, so the server
+does not care which one it has. Runs on CPU too, which is how it is tested on a box without
+an NPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from appliance.engine.batching import Emit, Job, Load, Overloaded, generation_config
+from appliance.engine.detokenize import IncrementalDetokenizer
+from appliance.engine.protocol import GenerateParams
+from appliance.engine.stopping import StopMatcher
+
+log = logging.getLogger(__name__)
+
+
+class StatefulBackend:
+    def __init__(self, pipeline: Any, decode: Any, capacity: int) -> None:
+        self._pipeline = pipeline
+        self._decode = decode
+        self._capacity = capacity
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._cancelled: set[str] = set()
+        self._generated = 0
+        self._steps = 0
+        self._thread = threading.Thread(target=self._run, name="engine-stateful", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def new_job(
+        self, params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit
+    ) -> Job:
+        return Job(
+            params, prompt_ids, max_new, emit, IncrementalDetokenizer(self._decode),
+            StopMatcher(params.stop),
+        )
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._outstanding >= self._capacity:
+                raise Overloaded
+            self._outstanding += 1
+        job.event("accepted", prompt_tokens=len(job.prompt_ids), max_tokens=job.max_new_tokens)
+        self._queue.put(job)
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+
+    def load(self, max_concurrent: int) -> Load:
+        with self._lock:
+            outstanding = self._outstanding
+        active = min(outstanding, 1)
+        return Load(active, outstanding - active, self._capacity, self._steps, self._generated, 0.0)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                self._generate(job)
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+                    self._cancelled.discard(job.params.id)
+
+    def _is_cancelled(self, job: Job) -> bool:
+        with self._lock:
+            return job.params.id in self._cancelled
+
+    def _generate(self, job: Job) -> None:
+        import openvino as ov
+        import openvino_genai as og
+
+        if self._is_cancelled(job):
+            job.event("done", finish_reason="abort", prompt_tokens=len(job.prompt_ids),
+                      completion_tokens=0, ttft_s=0.0, total_s=0.0)
+            return
+        config = generation_config(self._pipeline.get_generation_config(), job.params,
+                                   job.max_new_tokens)
+        outcome = {"reason": "stop"}
+
+        class TokenStreamer(og.StreamerBase):
+            def write(inner, token: Any) -> Any:
+                ids = token if isinstance(token, list) else [token]
+                if job.first_token is None:
+                    job.first_token = time.monotonic()
+                self._generated += len(ids)
+                self._steps += 1
+                text = job.stop.feed(job.detok.add(ids))
+                if text:
+                    job.event("token", text=text, tokens=job.detok.token_count)
+                if job.stop.stopped:
+                    return og.StreamingStatus.STOP
+                if self._is_cancelled(job):
+                    outcome["reason"] = "abort"
+                    return og.StreamingStatus.CANCEL
+                return og.StreamingStatus.RUNNING
+
+            def end(inner) -> None:
+                return None
+
+        tensor = ov.Tensor(np.asarray([job.prompt_ids], dtype=np.int64))
+        try:
+            self._pipeline.generate(tensor, config, TokenStreamer())
+        except Exception as exc:
+            log.exception("stateful generation failed")
+            job.event("error", code="engine_error", message=f"engine failure: {exc}")
+            return
+        if job.detok.token_count >= job.max_new_tokens and not job.stop.stopped:
+            outcome["reason"] = "length"
+        tail = "" if job.stop.stopped else job.stop.feed(job.detok.flush()) + job.stop.flush()
+        if tail:
+            job.event("token", text=tail, tokens=job.detok.token_count)
+        now = time.monotonic()
+        job.event(
+            "done",
+            finish_reason=outcome["reason"],
+            prompt_tokens=len(job.prompt_ids),
+            completion_tokens=job.detok.token_count,
+            ttft_s=round((job.first_token or now) - job.submitted, 4),
+            total_s=round(now - job.submitted, 4),
+        )

@@ -1,0 +1,54 @@
+"""Assemble the gateway's ASGI app, and run it under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from appliance.config import Settings
+from appliance.engine.client import EngineClient
+from appliance.gateway import errors
+from appliance.gateway.chat.api_router import router as chat_router
+from appliance.gateway.chat.serving import ChatService
+from appliance.gateway.health import router as health_router
+from appliance.gateway.metrics import GatewayMetrics
+from appliance.gateway.middleware.body_limit import BodyLimitMiddleware
+from appliance.gateway.middleware.metrics import MetricsMiddleware
+from appliance.gateway.models_api import router as models_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = GatewayMetrics()
+    client = EngineClient(settings.paths.engine_socket, on_restart=metrics.engine_restarts.inc)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await client.start()
+        yield
+        await client.close()
+
+    app = FastAPI(title="Edge AI appliance", version="0.1.0", lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = client
+    app.state.metrics = metrics
+    app.state.chat = ChatService(settings, client, metrics)
+    errors.install(app)
+    app.include_router(health_router)
+    app.include_router(models_router)
+    app.include_router(chat_router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info",
+                timeout_graceful_shutdown=5, access_log=False)

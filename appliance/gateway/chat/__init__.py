@@ -1,0 +1,1 @@
+"""OpenAI-compatible chat completions: router (HTTP), protocol (pydantic), serving (logic)."""

@@ -1,0 +1,166 @@
+"""Chat completions without the web framework: check a request against the engine, run it,
+and shape the answer as OpenAI's objects (whole, or as a stream of chunks)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from appliance.config import Settings
+from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable, Generation
+from appliance.gateway.chat.protocol import ChatCompletionRequest
+from appliance.gateway.errors import APIError
+from appliance.gateway.metrics import GatewayMetrics
+
+RETRY_AFTER_UNAVAILABLE_S = 5
+RETRY_AFTER_OVERLOADED_S = 2
+
+
+def engine_error(exc: EngineRejected | EngineUnavailable) -> APIError:
+    """The HTTP face of an engine refusal."""
+    if isinstance(exc, EngineUnavailable):
+        return APIError(503, f"The inference engine is not available: {exc}. Retry shortly.",
+                        code="engine_unavailable", retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    if exc.code == "overloaded":
+        return APIError(429, "The engine is at capacity; retry shortly.", code="engine_overloaded",
+                        retry_after=RETRY_AFTER_OVERLOADED_S)
+    if exc.code == "context_length_exceeded":
+        return APIError(400, exc.message, param="messages", code="context_length_exceeded")
+    if exc.code == "invalid_request":
+        return APIError(400, exc.message, code="invalid_request")
+    if exc.code == "timeout":
+        return APIError(504, exc.message, code="engine_timeout")
+    return APIError(502, f"The engine failed this request: {exc.message}", code="engine_error",
+                    error_type="api_error")
+
+
+class ChatService:
+    def __init__(self, settings: Settings, client: EngineClient, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.client = client
+        self.metrics = metrics
+
+    def served_model(self) -> str:
+        return self.client.info.model if self.client.info else self.settings.engine.model
+
+    def _engine_params(self, request: ChatCompletionRequest, gen_id: str) -> dict[str, Any]:
+        if request.model.lower() != self.served_model():
+            raise APIError(404, f"The model '{request.model}' does not exist on this appliance; "
+                           f"it serves '{self.served_model()}' (see GET /v1/models)",
+                           param="model", code="model_not_found")
+        messages = []
+        for index, message in enumerate(request.messages):
+            text = message.text()
+            if message.role == "user" and not text.strip():
+                raise APIError(400, f"messages[{index}].content is empty",
+                               param=f"messages[{index}].content", code="empty_message")
+            role = "system" if message.role == "developer" else message.role
+            messages.append({"role": role, "content": text})
+        if not any(m["role"] == "user" for m in messages):
+            raise APIError(400, "messages must contain at least one user message",
+                           param="messages", code="no_user_message")
+        limit = request.completion_limit()
+        context = self.client.info.context_length if self.client.info else None
+        if limit is not None and context is not None and limit >= context:
+            raise APIError(400, f"max_tokens is {limit}, but this model's context holds "
+                           f"{context} tokens in all", param="max_tokens", code="invalid_value")
+        temperature = request.temperature
+        if temperature is None:
+            temperature = self.settings.engine.default_temperature
+        return {
+            "id": gen_id,
+            "messages": messages,
+            "max_tokens": limit,
+            "temperature": temperature,
+            "top_p": request.top_p if request.top_p is not None else 1.0,
+            "seed": request.seed,
+            "stop": request.stop or [],
+        }
+
+    async def start(self, request: ChatCompletionRequest) -> Generation:
+        """Admit the request into the engine, or raise the APIError that says why not."""
+        params = self._engine_params(request, f"chatcmpl-{uuid.uuid4().hex[:24]}")
+        try:
+            return await self.client.submit(params)
+        except (EngineRejected, EngineUnavailable) as exc:
+            reason = exc.code if isinstance(exc, EngineRejected) else "engine_unavailable"
+            self.metrics.rejected.labels(reason).inc()
+            raise engine_error(exc) from exc
+
+    async def _events(
+        self, generation: Generation, started: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        first = True
+        try:
+            async for event in generation.events(self.settings.engine.request_timeout_s):
+                if first and event["event"] == "token":
+                    self.metrics.ttft.observe(time.monotonic() - started)
+                    first = False
+                if event["event"] == "done":
+                    self.metrics.prompt_tokens.inc(event.get("prompt_tokens", 0))
+                    self.metrics.completion_tokens.inc(event.get("completion_tokens", 0))
+                yield event
+        except (EngineRejected, EngineUnavailable) as exc:
+            reason = exc.code if isinstance(exc, EngineRejected) else "engine_lost"
+            self.metrics.rejected.labels(reason).inc()
+            raise engine_error(exc) from exc
+
+    def _fingerprint(self) -> str:
+        info = self.client.info
+        return f"{info.device.lower()}-{info.instance}" if info else "unknown"
+
+    async def complete(self, request: ChatCompletionRequest, generation: Generation,
+                       started: float) -> dict[str, Any]:
+        parts: list[str] = []
+        done: dict[str, Any] = {}
+        async for event in self._events(generation, started):
+            if event["event"] == "token":
+                parts.append(event["text"])
+            else:
+                done = event
+        finish = done.get("finish_reason", "stop")
+        prompt_tokens = int(done.get("prompt_tokens", generation.prompt_tokens))
+        completion_tokens = int(done.get("completion_tokens", 0))
+        return {
+            "id": generation.id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.served_model(),
+            "system_fingerprint": self._fingerprint(),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(parts)},
+                "logprobs": None,
+                "finish_reason": finish,
+            }],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    async def stream(self, request: ChatCompletionRequest, generation: Generation,
+                     started: float) -> AsyncIterator[dict[str, Any]]:
+        """Chunks as OpenAI sends them: a role delta, content deltas, a finish, maybe usage."""
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": generation.id, "object": "chat.completion.chunk", "created": created,
+                "model": self.served_model(), "system_fingerprint": self._fingerprint(),
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}],
+            }
+
+        yield chunk({"role": "assistant", "content": ""})
+        async for event in self._events(generation, started):
+            if event["event"] == "token":
+                yield chunk({"content": event["text"]})
+                continue
+            yield chunk({}, event.get("finish_reason", "stop"))
+            if request.stream_options and request.stream_options.include_usage:
+                prompt = int(event.get("prompt_tokens", 0))
+                completion = int(event.get("completion_tokens", 0))
+                usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                         "total_tokens": prompt + completion}
+                yield {**chunk({}), "choices": [], "usage": usage}

@@ -1,0 +1,1 @@
+"""Model files on the box: discovery, metadata, the packaged default, GGUF conversion."""

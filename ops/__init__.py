@@ -1,0 +1,1 @@
+"""Ops daemon: metrics collection, resource monitor, anomaly detection, scheduled benchmarks."""

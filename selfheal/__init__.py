@@ -1,0 +1,1 @@
+"""Self-healing: the supervisor that starts the appliance's processes and restarts them."""
