@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from appliance import config as config_module
@@ -45,7 +46,7 @@ def _load(path: Path | None) -> config_module.LoadedSettings:
     try:
         return config_module.load(path)
     except config_module.ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -113,7 +114,7 @@ def engine(config: ConfigOption = None,
     try:
         asyncio.run(serve(settings))
     except EngineStartError as exc:
-        err_console.print(f"[red]engine cannot start:[/red] {exc}")
+        err_console.print(f"[red]engine cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -160,7 +161,7 @@ def doctor(config: ConfigOption = None,
     colours = {"error": "red", "warning": "yellow", "info": "cyan"}
     for finding in report.findings:
         colour = colours[finding.level]
-        console.print(f"[{colour}]{finding.level}[/{colour}]: {finding.message}")
+        console.print(f"[{colour}]{finding.level}[/{colour}]: {escape(finding.message)}")
     if report.ok:
         console.print("[green]no problems found[/green]")
     raise typer.Exit(0 if report.ok else 1)
@@ -186,7 +187,7 @@ def models_list(config: ConfigOption = None,
     try:
         link_default_model(settings.paths.models_dir)
     except DefaultModelMissing as exc:
-        err_console.print(f"[yellow]warning:[/yellow] {exc}")
+        err_console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}")
     rows = [
         {"id": e.id, "format": e.facts.format, "quantization": e.facts.quantization,
          "size_bytes": e.size_bytes, "context_length": e.facts.context_length,
@@ -213,7 +214,7 @@ def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")
         with console.status(f"preparing {model or settings.engine.model}"):
             entry, seconds = prepare_model(settings, model)
     except (UnknownModel, DefaultModelMissing) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     state = f"converted in {seconds:.1f} s" if seconds else "already prepared"
     console.print(f"{entry.id}: {state} -> {entry.ir_dir}")
