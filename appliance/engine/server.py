@@ -67,17 +67,19 @@ class Engine:
         """Completion budget, or the reason the request does not fit the context."""
         limit = self.info.context_length
         if prompt_tokens > self.info.max_prompt_tokens:
-            return (f"the prompt has {prompt_tokens} tokens; this model on {self.info.device} "
-                    f"accepts at most {self.info.max_prompt_tokens}")
+            return (f"This model's maximum context length is {limit} tokens, but the messages "
+                    f"have {prompt_tokens} tokens (on {self.info.device} a prompt may have at "
+                    f"most {self.info.max_prompt_tokens})")
         room = limit - prompt_tokens
         if params.max_tokens is not None:
             if params.max_tokens > room:
-                return (f"this model's maximum context length is {limit} tokens; the request "
-                        f"has {prompt_tokens} in the messages and asks for {params.max_tokens} "
-                        "in the completion")
+                return (f"This model's maximum context length is {limit} tokens, but the "
+                        f"request has {prompt_tokens} in the messages and asks for "
+                        f"{params.max_tokens} in the completion")
             return params.max_tokens
         if room < 1:
-            return f"the prompt fills the model's whole context of {limit} tokens"
+            return (f"This model's maximum context length is {limit} tokens, all used by the "
+                    "messages")
         return min(self.settings.engine.default_max_tokens, room)
 
 
