@@ -106,13 +106,15 @@ async def _announce_when_ready(host: str, port: int, model: str) -> None:
 def engine(config: ConfigOption = None,
            verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run the inference engine process (model on the chosen device, IPC socket)."""
+    import uvloop
+
     from appliance.engine.loader import EngineStartError
     from appliance.engine.server import serve
 
     settings = _load(config).settings
     _setup_logging(verbose)
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     except EngineStartError as exc:
         err_console.print(f"[red]engine cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
@@ -243,6 +245,8 @@ def config_show(config: ConfigOption = None,
 @bench_app.command("engine")
 def bench_engine(config: ConfigOption = None,
                  tokens: Annotated[int, typer.Option(help="New tokens per stream.")] = 128,
+                 rounds: Annotated[int, typer.Option(help="Interleaved rounds; medians kept.",
+                                                     min=1, max=20)] = 3,
                  out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
                      "bench/results/engine.json")) -> None:
     """Engine benchmark: TTFT, tokens/s at 1/4/8 streams, direct and through HTTP, peak RSS."""
@@ -250,7 +254,7 @@ def bench_engine(config: ConfigOption = None,
 
     settings = _load(config).settings
     _setup_logging()
-    run(settings, tokens=tokens, out=out, console=console)
+    run(settings, tokens=tokens, out=out, console=console, rounds=rounds)
 
 
 def main() -> None:

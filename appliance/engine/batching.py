@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.engine.detokenize import IncrementalDetokenizer
+from appliance.engine.detokenize import BatchDecode, IncrementalDetokenizer, advance_all
 from appliance.engine.protocol import GenerateParams
 from appliance.engine.stopping import StopMatcher
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 IDLE_WAIT_S = 0.5
+METRICS_EVERY_STEPS = 64  # get_metrics() is not free; the load report can lag a little
 
 
 class Overloaded(Exception):
@@ -67,6 +68,7 @@ def generation_config(base: Any, params: GenerateParams, max_new_tokens: int) ->
     config.max_new_tokens = max_new_tokens
     config.stop_strings = set()  # applied on text by StopMatcher, so nothing partial leaks
     config.num_return_sequences = 1
+    config.ignore_eos = params.ignore_eos
     if params.temperature > 0:
         config.do_sample = True
         config.temperature = params.temperature
@@ -79,7 +81,7 @@ def generation_config(base: Any, params: GenerateParams, max_new_tokens: int) ->
 
 
 class ContinuousBatchingBackend:
-    def __init__(self, pipeline: Any, decode: Callable[[list[int]], str], capacity: int) -> None:
+    def __init__(self, pipeline: Any, decode: BatchDecode, capacity: int) -> None:
         self._pipeline = pipeline
         self._decode = decode
         self._capacity = capacity
@@ -106,8 +108,7 @@ class ContinuousBatchingBackend:
         self, params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit
     ) -> Job:
         return Job(
-            params, prompt_ids, max_new, emit, IncrementalDetokenizer(self._decode),
-            StopMatcher(params.stop),
+            params, prompt_ids, max_new, emit, IncrementalDetokenizer(), StopMatcher(params.stop),
         )
 
     def submit(self, job: Job) -> None:
@@ -181,6 +182,8 @@ class ContinuousBatchingBackend:
     def _collect(self) -> None:
         import openvino_genai as og
 
+        fresh: list[Job] = []
+        finished: list[tuple[Job, str | None]] = []
         for job in list(self._jobs.values()):
             handle = job.handle
             finish_reason = None
@@ -188,32 +191,41 @@ class ContinuousBatchingBackend:
                 for output in handle.read().values():
                     new_ids = list(output.generated_ids)
                     if new_ids:
-                        self._on_tokens(job, new_ids)
+                        job.detok.push(new_ids)
+                        self._generated += len(new_ids)
+                        fresh.append(job)
                     if output.finish_reason == og.GenerationFinishReason.LENGTH:
                         finish_reason = "length"
                     elif output.finish_reason == og.GenerationFinishReason.STOP:
                         finish_reason = "stop"
-                if job.stop.stopped:
-                    handle.stop()
-                    self._finish(job, finish_reason="stop")
-                    continue
             status = handle.get_status()
-            if status == og.GenerationStatus.RUNNING:
-                continue
             if status == og.GenerationStatus.IGNORED:
                 self._finish(job, error=("overloaded", "the KV cache cannot hold this request"))
-            else:
-                self._finish(job, finish_reason=finish_reason or "stop")
-        with contextlib.suppress(Exception):  # metrics are best effort
-            self._cache_usage = float(self._pipeline.get_metrics().cache_usage)
+            elif status != og.GenerationStatus.RUNNING:
+                finished.append((job, finish_reason))
+        self._emit_text(fresh)
+        for job in fresh:
+            if job.stop.stopped and job.params.id in self._jobs:
+                job.handle.stop()
+                self._finish(job, finish_reason="stop")
+        for job, reason in finished:
+            if job.params.id in self._jobs:
+                self._finish(job, finish_reason=reason or "stop")
+        if self._steps % METRICS_EVERY_STEPS == 0:
+            with contextlib.suppress(Exception):  # metrics are best effort
+                self._cache_usage = float(self._pipeline.get_metrics().cache_usage)
 
-    def _on_tokens(self, job: Job, new_ids: list[int]) -> None:
-        if job.first_token is None:
-            job.first_token = time.monotonic()
-        self._generated += len(new_ids)
-        text = job.stop.feed(job.detok.add(new_ids))
-        if text:
-            job.event("token", text=text, tokens=job.detok.token_count)
+    def _emit_text(self, jobs: list[Job], final: bool = False) -> None:
+        now = time.monotonic()
+        for job, delta in zip(jobs, advance_all(self._decode, [j.detok for j in jobs], final),
+                              strict=True):
+            if job.first_token is None:
+                job.first_token = now
+            text = job.stop.feed(delta)
+            if final:
+                text += job.stop.flush()
+            if text:
+                job.event("token", text=text, tokens=job.detok.token_count)
 
     def _finish(
         self, job: Job, finish_reason: str = "stop", error: tuple[str, str] | None = None
@@ -223,10 +235,8 @@ class ContinuousBatchingBackend:
         if error is not None:
             job.event("error", code=error[0], message=error[1])
             return
-        tail = job.stop.feed(job.detok.flush()) if not job.stop.stopped else ""
-        tail += job.stop.flush()
-        if tail:
-            job.event("token", text=tail, tokens=job.detok.token_count)
+        if not job.stop.stopped:
+            self._emit_text([job], final=True)
         now = time.monotonic()
         job.event(
             "done",

@@ -44,17 +44,37 @@ class Generation:
         self.prompt_tokens: int = accepted.get("prompt_tokens", 0)
         self.max_tokens: int = accepted.get("max_tokens", 0)
         self._queue = queue
+        self._held: dict[str, Any] | None = None
         self.finished = False
+
+    def _merge_waiting(
+        self, event: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Fold token events that already arrived into one: a client that reads slower than
+        the engine writes gets fewer, larger pieces instead of falling further behind."""
+        text = [event["text"]]
+        while not self._queue.empty():
+            following = self._queue.get_nowait()
+            if following.get("event") != "token":
+                return {**event, "text": "".join(text)}, following
+            text.append(following["text"])
+            event = {**event, "tokens": following.get("tokens")}
+        return {**event, "text": "".join(text)}, None
 
     async def events(self, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
         """Yields ``token`` events, then the ``done`` event; raises on loss or engine error."""
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(self._queue.get(), idle_timeout)
+                    if self._held is not None:
+                        event, self._held = self._held, None
+                    else:
+                        event = await asyncio.wait_for(self._queue.get(), idle_timeout)
                 except TimeoutError:
                     raise EngineRejected("timeout", "the engine produced nothing in time") from None
                 kind = event.get("event")
+                if kind == "token" and not self._queue.empty():
+                    event, self._held = self._merge_waiting(event)
                 if kind == "_lost":
                     raise EngineUnavailable("the engine went away during the generation")
                 if kind == "error":

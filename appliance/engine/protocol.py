@@ -40,6 +40,7 @@ class GenerateParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    ignore_eos: bool = False
 
 
 class EngineInfo(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from appliance.engine.batching import Emit, Job, Load, Overloaded, generation_config
-from appliance.engine.detokenize import IncrementalDetokenizer
+from appliance.engine.detokenize import BatchDecode, IncrementalDetokenizer, advance_all
 from appliance.engine.protocol import GenerateParams
 from appliance.engine.stopping import StopMatcher
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class StatefulBackend:
-    def __init__(self, pipeline: Any, decode: Any, capacity: int) -> None:
+    def __init__(self, pipeline: Any, decode: BatchDecode, capacity: int) -> None:
         self._pipeline = pipeline
         self._decode = decode
         self._capacity = capacity
@@ -48,8 +48,7 @@ class StatefulBackend:
         self, params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit
     ) -> Job:
         return Job(
-            params, prompt_ids, max_new, emit, IncrementalDetokenizer(self._decode),
-            StopMatcher(params.stop),
+            params, prompt_ids, max_new, emit, IncrementalDetokenizer(), StopMatcher(params.stop),
         )
 
     def submit(self, job: Job) -> None:
@@ -102,7 +101,8 @@ class StatefulBackend:
                     job.first_token = time.monotonic()
                 self._generated += len(ids)
                 self._steps += 1
-                text = job.stop.feed(job.detok.add(ids))
+                job.detok.push(ids)
+                text = job.stop.feed(advance_all(self._decode, [job.detok])[0])
                 if text:
                     job.event("token", text=text, tokens=job.detok.token_count)
                 if job.stop.stopped:
@@ -124,7 +124,10 @@ class StatefulBackend:
             return
         if job.detok.token_count >= job.max_new_tokens and not job.stop.stopped:
             outcome["reason"] = "length"
-        tail = "" if job.stop.stopped else job.stop.feed(job.detok.flush()) + job.stop.flush()
+        tail = ""
+        if not job.stop.stopped:
+            tail = job.stop.feed(advance_all(self._decode, [job.detok], final=True)[0])
+            tail += job.stop.flush()
         if tail:
             job.event("token", text=tail, tokens=job.detok.token_count)
         now = time.monotonic()

@@ -51,4 +51,4 @@ def create_app(settings: Settings) -> FastAPI:
 def serve(settings: Settings) -> None:
     app = create_app(settings)
     uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info",
-                timeout_graceful_shutdown=5, access_log=False)
+                loop="uvloop", http="httptools", timeout_graceful_shutdown=5, access_log=False)

@@ -10,6 +10,7 @@ import openvino_genai as og
 import pytest
 
 from appliance.engine.batching import ContinuousBatchingBackend, Overloaded
+from appliance.engine.detokenize import batch_decoder
 from appliance.engine.protocol import ChatMessage, GenerateParams
 from appliance.engine.stateful import StatefulBackend
 
@@ -43,7 +44,7 @@ def cb_backend(ir_dir: Path) -> Any:
     scheduler.max_num_seqs = 4
     pipeline = og.ContinuousBatchingPipeline(str(ir_dir), scheduler, "CPU")
     tokenizer = pipeline.get_tokenizer()
-    backend = ContinuousBatchingBackend(pipeline, tokenizer.decode, capacity=2)
+    backend = ContinuousBatchingBackend(pipeline, batch_decoder(tokenizer.decode), capacity=2)
     backend.start()
     yield backend, tokenizer
     backend.stop()
@@ -95,7 +96,7 @@ def test_batching_backend_stops_at_a_stop_string_without_sending_it(cb_backend: 
 def test_stateful_backend_the_npu_path_generates_on_cpu(ir_dir: Path) -> None:
     pipeline = og.LLMPipeline(str(ir_dir), "CPU")
     tokenizer = pipeline.get_tokenizer()
-    backend = StatefulBackend(pipeline, tokenizer.decode, capacity=1)
+    backend = StatefulBackend(pipeline, batch_decoder(tokenizer.decode), capacity=1)
     backend.start()
     try:
         events: queue.Queue[dict[str, Any]] = queue.Queue()

@@ -59,6 +59,9 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated.")
     user: str | None = Field(None, max_length=256)
+    ignore_eos: bool = Field(
+        False, description="Extension (as in vLLM): generate max_tokens even past EOS; for "
+        "benchmarks.")
 
     @field_validator("stop")
     @classmethod

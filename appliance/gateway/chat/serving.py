@@ -77,6 +77,7 @@ class ChatService:
             "top_p": request.top_p if request.top_p is not None else 1.0,
             "seed": request.seed,
             "stop": request.stop or [],
+            "ignore_eos": request.ignore_eos,
         }
 
     async def start(self, request: ChatCompletionRequest) -> Generation:

@@ -1,0 +1,71 @@
+"""The CLI verbs a person uses on a box: doctor and models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli import app
+from tests.conftest import MODEL
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def box(model_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings pointing at the prepared store, through a real TOML file."""
+    toml = tmp_path / "appliance.toml"
+    toml.write_text(f'[paths]\ndata_dir = "{model_store}"\n')
+    monkeypatch.setenv("APPLIANCE_CONFIG", str(toml))
+    return toml
+
+
+def test_doctor_reports_devices_memory_choice_models_and_cache(box: Path) -> None:
+    result = runner.invoke(app, ["doctor", "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0, result.output
+    assert "CPU" in [d["device"] for d in report["devices"]]
+    assert report["memory"]["total_bytes"] > 0
+    assert report["plan"]["chosen"] == "CPU"
+    assert "not present" in report["plan"]["reason"]
+    assert [m["id"] for m in report["models"]] == [MODEL]
+    assert report["cache"]["path"].endswith("cache")
+
+
+def test_doctor_warns_when_the_named_device_is_missing(box: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_ENGINE__DEVICE", "NPU")
+    report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
+    assert any("engine.device=NPU cannot be used" in f["message"] for f in report["findings"])
+
+
+def test_doctor_fails_on_a_model_that_is_not_there(box: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_ENGINE__MODEL", "no-such-model")
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 1
+    assert not json.loads(result.output)["ok"]
+
+
+def test_doctor_warns_about_a_non_loopback_listener(box: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_HTTP__HOST", "0.0.0.0")
+    report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
+    assert any("reachable from the network" in f["message"] for f in report["findings"])
+
+
+def test_models_list_shows_size_format_and_quantization(box: Path) -> None:
+    result = runner.invoke(app, ["models", "list", "--json"])
+    [row] = json.loads(result.output)
+    assert (row["id"], row["format"], row["quantization"], row["prepared"]) == (
+        MODEL, "gguf", "Q4_1", True)
+    assert row["size_bytes"] > 90_000_000
+
+
+def test_models_prepare_refuses_an_unknown_model_with_exit_2(box: Path) -> None:
+    result = runner.invoke(app, ["models", "prepare", "nope"])
+    assert result.exit_code == 2
+    assert "not in" in result.output
