@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APPLIANCE := $(BIN)/appliance
 
-.PHONY: help setup model run test lint bench-engine doctor lock clean
+.PHONY: help setup model run test lint bench-engine bench-ov-settings doctor lock clean
 
 help:
 	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
 	@echo "make test          set up and run the whole test suite"
 	@echo "make bench-engine  engine benchmark (JSON + report in bench/results/)"
+	@echo "make bench-ov-settings  decode speed under OpenVINO setting variants"
 	@echo "make doctor        devices, device choice, models, cache, configuration risks"
 	@echo "make lint          ruff"
 
@@ -43,6 +44,9 @@ doctor: setup
 
 bench-engine: model
 	$(APPLIANCE) bench engine
+
+bench-ov-settings: model
+	$(APPLIANCE) bench ov-settings
 
 lock: setup
 	@{ echo "# Pinned versions for every package the appliance and its tests install (pip -c constraints.txt)."; \

@@ -242,6 +242,21 @@ def config_show(config: ConfigOption = None,
     console.print(table)
 
 
+@config_app.command("docs")
+def config_docs() -> None:
+    """The settings reference as a Markdown table (pasted into README.md)."""
+    print("| key | environment variable | default | what it does |")
+    print("| --- | --- | --- | --- |")
+    for section_name, section_field in config_module.Settings.model_fields.items():
+        section_type = section_field.annotation
+        for key, field in section_type.model_fields.items():  # type: ignore[union-attr]
+            dotted = f"{section_name}.{key}"
+            default = field.get_default(call_default_factory=True)
+            shown = f"\"{default}\"" if isinstance(default, str) else str(default)
+            print(f"| `{dotted}` | `{config_module.env_name(dotted)}` | `{shown}` | "
+                  f"{field.description or ''} |")
+
+
 @bench_app.command("engine")
 def bench_engine(config: ConfigOption = None,
                  tokens: Annotated[int, typer.Option(help="New tokens per stream.")] = 128,
@@ -255,6 +270,20 @@ def bench_engine(config: ConfigOption = None,
     settings = _load(config).settings
     _setup_logging()
     run(settings, tokens=tokens, out=out, console=console, rounds=rounds)
+
+
+@bench_app.command("ov-settings")
+def bench_ov_settings(config: ConfigOption = None,
+                      tokens: Annotated[int, typer.Option(help="New tokens per stream.")] = 128,
+                      rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
+                      out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                          "bench/results/ov_settings.json")) -> None:
+    """Single- and 8-stream decode speed under OpenVINO setting variants, vs the default."""
+    from bench.ov_settings import run
+
+    settings = _load(config).settings
+    _setup_logging()
+    run(settings, tokens=tokens, rounds=rounds, out=out, console=console)
 
 
 def main() -> None:
