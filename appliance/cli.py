@@ -65,6 +65,7 @@ def up(config: ConfigOption = None) -> None:
 
     loaded = _load(config)
     settings = loaded.settings
+    _check_port_free(settings.http.host, settings.http.port)
     _setup_logging()
     specs = [ChildSpec("engine", _child_argv("engine", config)),
              ChildSpec("gateway", _child_argv("gateway", config))]
@@ -78,6 +79,20 @@ def up(config: ConfigOption = None) -> None:
 
     supervisor = Supervisor(specs, backoff, sup.stop_timeout_s)
     asyncio.run(supervisor.run(announce))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            err_console.print(f"[red]error:[/red] cannot listen on {host}:{port} ({exc.strerror});"
+                              " is an appliance already running? Set http.port or "
+                              "APPLIANCE_HTTP__PORT to use another port.")
+            raise typer.Exit(2) from None
 
 
 async def _announce_when_ready(host: str, port: int, model: str) -> None:
@@ -109,13 +124,13 @@ def engine(config: ConfigOption = None,
     import uvloop
 
     from appliance.engine.loader import EngineStartError
-    from appliance.engine.server import serve
+    from appliance.engine.server import AlreadyRunning, serve
 
     settings = _load(config).settings
     _setup_logging(verbose)
     try:
         uvloop.run(serve(settings))
-    except EngineStartError as exc:
+    except (EngineStartError, AlreadyRunning) as exc:
         err_console.print(f"[red]engine cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 

@@ -99,12 +99,18 @@ def run(settings: Settings, tokens: int, rounds: int, out: Path, console: Consol
     entry, _ = prepare_model(settings)
     assert entry.ir_dir is not None
     results: dict[str, dict[str, list[float]]] = {v.name: {} for v in VARIANTS}
+    errors: dict[str, str] = {}
     with Progress(console=console) as progress:
         task = progress.add_task("variants", total=rounds * len(VARIANTS))
         for round_no in range(1, rounds + 1):
             for variant in VARIANTS:
                 progress.update(task, description=f"round {round_no}: {variant.name}")
-                pipeline = _build(entry.ir_dir, variant)
+                try:
+                    pipeline = _build(entry.ir_dir, variant)
+                except RuntimeError as exc:  # a setting this CPU's plugin refuses
+                    errors[variant.name] = str(exc).strip().splitlines()[-1]
+                    progress.advance(task)
+                    continue
                 measure(pipeline, variant, 8)  # warm-up
                 for key, value in measure(pipeline, variant, tokens).items():
                     results[variant.name].setdefault(key, []).append(round(value, 2))
@@ -113,6 +119,11 @@ def run(settings: Settings, tokens: int, rounds: int, out: Path, console: Consol
     baseline = {k: statistics.median(v) for k, v in results[VARIANTS[0].name].items()}
     rows = []
     for variant in VARIANTS:
+        if variant.name in errors:
+            rows.append({"variant": variant.name, "properties": variant.properties,
+                         "error": errors[variant.name], "median_tok_s": {},
+                         "ratio_to_default": {}})
+            continue
         medians = {k: statistics.median(v) for k, v in results[variant.name].items()}
         rows.append({
             "variant": variant.name,
@@ -130,6 +141,11 @@ def run(settings: Settings, tokens: int, rounds: int, out: Path, console: Consol
              "| --- | --- | --- | --- | --- |"]
     for row in rows:
         med, ratio = row["median_tok_s"], row["ratio_to_default"]
+        if "error" in row:
+            cells = (row["variant"], "refused: " + row["error"][:60], "-", "-", "-")
+            table.add_row(*cells)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         cells = (row["variant"], f"{med['single']:.1f}", f"{ratio['single']:.2f}",
                  f"{med['aggregate_8']:.1f}" if "aggregate_8" in med else "-",
                  f"{ratio['aggregate_8']:.2f}" if "aggregate_8" in ratio else "-")

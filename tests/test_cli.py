@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from appliance.cli import app
-from tests.conftest import MODEL
+from tests.conftest import MODEL, Appliance
 
 runner = CliRunner()
 
@@ -69,3 +73,27 @@ def test_models_prepare_refuses_an_unknown_model_with_exit_2(box: Path) -> None:
     result = runner.invoke(app, ["models", "prepare", "nope"])
     assert result.exit_code == 2
     assert "not in" in result.output
+
+
+def test_up_refuses_a_port_that_is_taken_with_exit_2(box: Path, monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("APPLIANCE_HTTP__PORT", str(taken.getsockname()[1]))
+        result = runner.invoke(app, ["up"])
+    assert result.exit_code == 2
+    assert "already running" in result.output
+
+
+@pytest.mark.e2e
+def test_a_second_engine_on_the_same_data_dir_refuses_to_start(appliance: Appliance) -> None:
+    env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(appliance.data_dir),
+           "APPLIANCE_CONFIG": str(appliance.data_dir / "none.toml")}
+    result = subprocess.run([sys.executable, "-m", "appliance", "engine"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "another engine is running" in result.stderr
+    assert httpx.get(f"{appliance.base_url}/readyz").status_code == 200

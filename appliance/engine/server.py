@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -153,7 +155,13 @@ class Connection:
             self._queue({"op": "health", "seq": message.get("seq"), "time": time.time(),
                          **load.__dict__})
         elif op == "generate":
-            self._generate(message)
+            try:
+                self._generate(message)
+            except Exception as exc:  # e.g. a chat template that rejects the conversation
+                log.exception("generate request failed before admission")
+                self.open_ids.discard(str(message.get("id", "")))
+                self._queue({"id": str(message.get("id", "")), "event": "error",
+                             "code": "invalid_request", "message": f"cannot prepare prompt: {exc}"})
         elif op == "abort":
             self.engine.backend.cancel(str(message.get("id", "")))
         else:
@@ -189,7 +197,24 @@ class Connection:
                          "message": "the engine's admission queue is full"})
 
 
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def _take_lock(run_dir: Path) -> int:
+    """One engine per data directory: a second one would steal the first one's socket."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = os.open(run_dir / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise AlreadyRunning(f"another engine is running on {run_dir}") from None
+    return handle
+
+
 async def serve(settings: Settings) -> None:
+    lock = _take_lock(settings.paths.run_dir)
     model = load_model(settings)
     engine = Engine(settings, model)
     engine.backend.start()
@@ -221,3 +246,4 @@ async def serve(settings: Settings) -> None:
         socket_path.unlink()
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
+    os.close(lock)
