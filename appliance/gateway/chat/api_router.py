@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from appliance.gateway.chat.protocol import ChatCompletionRequest
 from appliance.gateway.chat.serving import ChatService
@@ -18,6 +17,9 @@ from appliance.gateway.errors import APIError
 
 router = APIRouter()
 DISCONNECT_POLL_S = 0.5
+# Starlette's StreamingResponse cancels the generator when the client disconnects, and adds
+# nothing per event: at one event per token that matters on a 2-core box.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _service(request: Request) -> ChatService:
@@ -30,8 +32,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     service = _service(request)
     generation = await service.start(body)
     if body.stream:
-        return EventSourceResponse(_sse(service, body, generation, started), ping=15,
-                                   send_timeout=30)
+        return StreamingResponse(_sse(service, body, generation, started),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
     task = asyncio.create_task(service.complete(body, generation, started))
     while True:
         done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
@@ -42,13 +44,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
             raise APIError(400, "client disconnected", code="client_disconnected")
 
 
+def _event(data: str) -> bytes:
+    return f"data: {data}\n\n".encode()
+
+
 async def _sse(service: ChatService, body: ChatCompletionRequest, generation: Any,
-               started: float) -> AsyncIterator[dict[str, str]]:
+               started: float) -> AsyncIterator[bytes]:
     try:
         async for chunk in service.stream(body, generation, started):
-            yield {"data": json.dumps(chunk, ensure_ascii=False)}
+            yield _event(json.dumps(chunk, ensure_ascii=False))
     except APIError as exc:
         # Headers are gone already: report in-band, the way OpenAI's SDKs expect it.
-        yield {"data": json.dumps(exc.body())}
+        yield _event(json.dumps(exc.body()))
         return
-    yield {"data": "[DONE]"}
+    yield _event("[DONE]")
