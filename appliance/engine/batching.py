@@ -13,81 +13,25 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from appliance.engine.detokenize import BatchDecode, IncrementalDetokenizer, advance_all
-from appliance.engine.protocol import GenerateParams
-from appliance.engine.stopping import StopMatcher
+from appliance.engine.detokenize import BatchDecode, advance_all
+from appliance.engine.jobs import Admission, Job, Load, generation_config
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], None]
 IDLE_WAIT_S = 0.5
 METRICS_EVERY_STEPS = 64  # get_metrics() is not free; the load report can lag a little
-
-
-class Overloaded(Exception):
-    """The admission queue is full."""
-
-
-@dataclass
-class Job:
-    """One generation as the step thread sees it."""
-
-    params: GenerateParams
-    prompt_ids: list[int]
-    max_new_tokens: int
-    emit: Emit
-    detok: IncrementalDetokenizer
-    stop: StopMatcher
-    submitted: float = field(default_factory=time.monotonic)
-    handle: Any = None
-    first_token: float | None = None
-
-    def event(self, kind: str, **data: Any) -> None:
-        self.emit({"id": self.params.id, "event": kind, **data})
-
-
-@dataclass(frozen=True)
-class Load:
-    active: int
-    waiting: int
-    capacity: int
-    steps: int
-    generated_tokens: int
-    cache_usage: float
-
-
-def generation_config(base: Any, params: GenerateParams, max_new_tokens: int) -> Any:
-    """Request parameters on top of the model's own generation config (EOS ids, etc.)."""
-    config = base
-    config.max_new_tokens = max_new_tokens
-    config.stop_strings = set()  # applied on text by StopMatcher, so nothing partial leaks
-    config.num_return_sequences = 1
-    config.ignore_eos = params.ignore_eos
-    if params.temperature > 0:
-        config.do_sample = True
-        config.temperature = params.temperature
-        config.top_p = params.top_p
-        if params.seed is not None:
-            config.rng_seed = params.seed & 0xFFFFFFFF
-    else:
-        config.do_sample = False
-    return config
 
 
 class ContinuousBatchingBackend:
     def __init__(self, pipeline: Any, decode: BatchDecode, capacity: int) -> None:
         self._pipeline = pipeline
         self._decode = decode
-        self._capacity = capacity
+        self._admission = Admission(capacity)
         self._intake: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._outstanding = 0
         self._jobs: dict[str, Job] = {}
         self._next_request = 0
         self._steps = 0
@@ -104,30 +48,20 @@ class ContinuousBatchingBackend:
         self._intake.put(("wake", None))
         self._thread.join(timeout=10)
 
-    def new_job(
-        self, params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit
-    ) -> Job:
-        return Job(
-            params, prompt_ids, max_new, emit, IncrementalDetokenizer(), StopMatcher(params.stop),
-        )
-
     def submit(self, job: Job) -> None:
-        with self._lock:
-            if self._outstanding >= self._capacity:
-                raise Overloaded
-            self._outstanding += 1
+        """Queue a job for the step thread, or raise Overloaded."""
+        self._admission.acquire()
         self._intake.put(("add", job))
 
     def cancel(self, job_id: str) -> None:
         self._intake.put(("cancel", job_id))
 
     def load(self, max_concurrent: int) -> Load:
-        with self._lock:
-            outstanding = self._outstanding
+        outstanding = self._admission.outstanding
         active = min(outstanding, max_concurrent)
         return Load(
-            active, outstanding - active, self._capacity, self._steps, self._generated,
-            self._cache_usage,
+            active, outstanding - active, self._admission.capacity, self._steps,
+            self._generated, self._cache_usage,
         )
 
     # -- the step thread ---------------------------------------------------------------
@@ -248,5 +182,4 @@ class ContinuousBatchingBackend:
         )
 
     def _release(self) -> None:
-        with self._lock:
-            self._outstanding -= 1
+        self._admission.release()

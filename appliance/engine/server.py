@@ -24,8 +24,9 @@ from pydantic import ValidationError
 
 from appliance.config import Settings
 from appliance.engine import protocol
-from appliance.engine.batching import ContinuousBatchingBackend, Overloaded
+from appliance.engine.batching import ContinuousBatchingBackend
 from appliance.engine.detokenize import batch_decoder
+from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, load_model
 from appliance.engine.stateful import StatefulBackend
 
@@ -187,7 +188,7 @@ class Connection:
             self._queue({"id": job_id, "event": "error", "code": "context_length_exceeded",
                          "message": budget, "prompt_tokens": len(prompt_ids)})
             return
-        job = self.engine.backend.new_job(params, prompt_ids, budget, self.emit)
+        job = new_job(params, prompt_ids, budget, self.emit)
         self.open_ids.add(params.id)
         try:
             self.engine.backend.submit(job)

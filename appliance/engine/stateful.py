@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from appliance.engine.batching import Emit, Job, Load, Overloaded, generation_config
-from appliance.engine.detokenize import BatchDecode, IncrementalDetokenizer, advance_all
-from appliance.engine.protocol import GenerateParams
-from appliance.engine.stopping import StopMatcher
+from appliance.engine.detokenize import BatchDecode, advance_all
+from appliance.engine.jobs import Admission, Job, Load, generation_config
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +26,9 @@ class StatefulBackend:
     def __init__(self, pipeline: Any, decode: BatchDecode, capacity: int) -> None:
         self._pipeline = pipeline
         self._decode = decode
-        self._capacity = capacity
+        self._admission = Admission(capacity)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._outstanding = 0
         self._cancelled: set[str] = set()
         self._generated = 0
         self._steps = 0
@@ -44,18 +41,9 @@ class StatefulBackend:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
-    def new_job(
-        self, params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit
-    ) -> Job:
-        return Job(
-            params, prompt_ids, max_new, emit, IncrementalDetokenizer(), StopMatcher(params.stop),
-        )
-
     def submit(self, job: Job) -> None:
-        with self._lock:
-            if self._outstanding >= self._capacity:
-                raise Overloaded
-            self._outstanding += 1
+        """Queue a job behind the one running, or raise Overloaded."""
+        self._admission.acquire()
         job.event("accepted", prompt_tokens=len(job.prompt_ids), max_tokens=job.max_new_tokens)
         self._queue.put(job)
 
@@ -64,18 +52,18 @@ class StatefulBackend:
             self._cancelled.add(job_id)
 
     def load(self, max_concurrent: int) -> Load:
-        with self._lock:
-            outstanding = self._outstanding
+        outstanding = self._admission.outstanding
         active = min(outstanding, 1)
-        return Load(active, outstanding - active, self._capacity, self._steps, self._generated, 0.0)
+        return Load(active, outstanding - active, self._admission.capacity, self._steps,
+                    self._generated, 0.0)
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             try:
                 self._generate(job)
             finally:
+                self._admission.release()
                 with self._lock:
-                    self._outstanding -= 1
                     self._cancelled.discard(job.params.id)
 
     def _is_cancelled(self, job: Job) -> bool:

@@ -9,8 +9,9 @@ from typing import Any
 import openvino_genai as og
 import pytest
 
-from appliance.engine.batching import ContinuousBatchingBackend, Overloaded
+from appliance.engine.batching import ContinuousBatchingBackend
 from appliance.engine.detokenize import batch_decoder
+from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.protocol import ChatMessage, GenerateParams
 from appliance.engine.stateful import StatefulBackend
 
@@ -54,7 +55,7 @@ def test_batching_backend_answers_with_accepted_tokens_and_done(cb_backend: Any)
     backend, tokenizer = cb_backend
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     ids = prompt(tokenizer, "What is the capital of France?")
-    backend.submit(backend.new_job(params("a", "x"), ids, 30, events.put))
+    backend.submit(new_job(params("a", "x"), ids, 30, events.put))
     assert events.get(timeout=TIMEOUT_S)["event"] == "accepted"
     text, done = run_to_end(events)
     assert "Paris" in text
@@ -66,10 +67,10 @@ def test_batching_backend_refuses_beyond_capacity_and_frees_slots_on_cancel(
     backend, tokenizer = cb_backend
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     ids = prompt(tokenizer, "Write a very long story about a dragon.")
-    backend.submit(backend.new_job(params("b1", "x"), ids, 2000, events.put))
-    backend.submit(backend.new_job(params("b2", "x"), ids, 2000, events.put))
+    backend.submit(new_job(params("b1", "x"), ids, 2000, events.put))
+    backend.submit(new_job(params("b2", "x"), ids, 2000, events.put))
     with pytest.raises(Overloaded):
-        backend.submit(backend.new_job(params("b3", "x"), ids, 10, events.put))
+        backend.submit(new_job(params("b3", "x"), ids, 10, events.put))
     backend.cancel("b1")
     backend.cancel("b2")
     finals = []
@@ -79,7 +80,7 @@ def test_batching_backend_refuses_beyond_capacity_and_frees_slots_on_cancel(
             finals.append(event)
     assert {f["finish_reason"] for f in finals} == {"abort"}
     assert all(f["completion_tokens"] < 2000 for f in finals)
-    backend.submit(backend.new_job(params("b4", "x"), ids, 5, events.put))  # room again
+    backend.submit(new_job(params("b4", "x"), ids, 5, events.put))  # room again
     assert run_to_end(events)[1]["finish_reason"] == "length"
 
 
@@ -87,7 +88,7 @@ def test_batching_backend_stops_at_a_stop_string_without_sending_it(cb_backend: 
     backend, tokenizer = cb_backend
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     ids = prompt(tokenizer, "What is the capital of France?")
-    backend.submit(backend.new_job(params("c", "x", stop=["Paris"]), ids, 40, events.put))
+    backend.submit(new_job(params("c", "x", stop=["Paris"]), ids, 40, events.put))
     text, done = run_to_end(events)
     assert "Paris" not in text and "P" not in text[-1:]
     assert done["finish_reason"] == "stop"
@@ -101,9 +102,9 @@ def test_stateful_backend_the_npu_path_generates_on_cpu(ir_dir: Path) -> None:
     try:
         events: queue.Queue[dict[str, Any]] = queue.Queue()
         ids = prompt(tokenizer, "What is the capital of France?")
-        backend.submit(backend.new_job(params("s", "x"), ids, 30, events.put))
+        backend.submit(new_job(params("s", "x"), ids, 30, events.put))
         with pytest.raises(Overloaded):
-            backend.submit(backend.new_job(params("s2", "x"), ids, 30, events.put))
+            backend.submit(new_job(params("s2", "x"), ids, 30, events.put))
         assert events.get(timeout=TIMEOUT_S)["event"] == "accepted"
         text, done = run_to_end(events)
         assert "Paris" in text

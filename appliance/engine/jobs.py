@@ -1,0 +1,94 @@
+"""What both engine backends share: the job record, admission control, generation config."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.engine.detokenize import IncrementalDetokenizer
+from appliance.engine.protocol import GenerateParams
+from appliance.engine.stopping import StopMatcher
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class Overloaded(Exception):
+    """The admission queue is full."""
+
+
+@dataclass
+class Job:
+    """One generation as the step thread sees it."""
+
+    params: GenerateParams
+    prompt_ids: list[int]
+    max_new_tokens: int
+    emit: Emit
+    detok: IncrementalDetokenizer
+    stop: StopMatcher
+    submitted: float = field(default_factory=time.monotonic)
+    handle: Any = None
+    first_token: float | None = None
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.emit({"id": self.params.id, "event": kind, **data})
+
+
+@dataclass(frozen=True)
+class Load:
+    active: int
+    waiting: int
+    capacity: int
+    steps: int
+    generated_tokens: int
+    cache_usage: float
+
+
+def generation_config(base: Any, params: GenerateParams, max_new_tokens: int) -> Any:
+    """Request parameters on top of the model's own generation config (EOS ids, etc.)."""
+    config = base
+    config.max_new_tokens = max_new_tokens
+    config.stop_strings = set()  # applied on text by StopMatcher, so nothing partial leaks
+    config.num_return_sequences = 1
+    config.ignore_eos = params.ignore_eos
+    if params.temperature > 0:
+        config.do_sample = True
+        config.temperature = params.temperature
+        config.top_p = params.top_p
+        if params.seed is not None:
+            config.rng_seed = params.seed & 0xFFFFFFFF
+    else:
+        config.do_sample = False
+    return config
+
+
+def new_job(params: GenerateParams, prompt_ids: list[int], max_new: int, emit: Emit) -> Job:
+    return Job(params, prompt_ids, max_new, emit, IncrementalDetokenizer(),
+               StopMatcher(params.stop))
+
+
+class Admission:
+    """The bounded admission queue: at most ``capacity`` generations in the engine at once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._outstanding = 0
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._outstanding >= self.capacity:
+                raise Overloaded
+            self._outstanding += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._outstanding -= 1
+
+    @property
+    def outstanding(self) -> int:
+        with self._lock:
+            return self._outstanding
