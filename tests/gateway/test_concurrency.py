@@ -60,5 +60,6 @@ def test_eight_concurrent_streams_get_eight_complete_independent_answers(
     stream_ids = [ids for _, _, ids in answers]
     assert all(len(ids) == 1 for ids in stream_ids)
     assert len(set().union(*stream_ids)) == 8  # eight separate completions
-    assert "Paris" in answers[0][0] and "4" in answers[2][0]  # each got its own question
+    assert "Paris" in answers[0][0]  # each stream got its own question
+    assert "4" in answers[2][0] or "four" in answers[2][0].lower()
     assert len(probes) >= 5 and all(status == 200 for status, _ in probes)
