@@ -1,0 +1,1 @@
+"""One message pipeline for every protocol: envelope, dedup, ordering, intent, dispatch."""

@@ -1,0 +1,1 @@
+"""The box's durable state: one SQLite database in WAL mode."""
