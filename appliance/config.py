@@ -87,6 +87,25 @@ class EngineSettings(_Section):
         return normalise_device_setting(value)
 
 
+class ChatSettings(_Section):
+    history_turns: int = Field(
+        8, ge=0, le=200, description="Earlier question/answer pairs sent to the LLM with a message."
+    )
+    reply_wait_s: float = Field(
+        120.0, gt=0, description="How long POST /v1/messages waits for the reply before 202."
+    )
+    max_text_chars: int = Field(
+        8000, ge=1, description="Longest message text accepted on any channel."
+    )
+
+
+class StoreSettings(_Section):
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="SQLite synchronous mode: NORMAL survives process crashes, FULL power loss.",
+    )
+
+
 class PathsSettings(_Section):
     data_dir: Path = Field(
         Path("var"), description="State: models, compiled-model cache, sockets, logs."
@@ -103,6 +122,10 @@ class PathsSettings(_Section):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "appliance.db"
 
     @property
     def engine_socket(self) -> Path:
@@ -130,6 +153,8 @@ class Settings(BaseSettings):
 
     http: HttpSettings = Field(default_factory=HttpSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     paths: PathsSettings = Field(default_factory=PathsSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 

@@ -115,6 +115,18 @@ class MessageStore:
             self._log(db, record.conversation, record.id, target, note)
         return self.get(record.conversation, record.id)
 
+    def mark_delivered(self, record: MessageRecord, note: str) -> MessageRecord:
+        """Record that a channel got the reply; a second channel getting it changes nothing."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE messages SET state=?, delivered=? WHERE conversation=? AND id=? "
+                "AND state IN (?, ?)",
+                (MessageState.DELIVERED, time.time(), record.conversation, record.id,
+                 MessageState.ANSWERED, MessageState.FAILED)).rowcount
+            if changed:
+                self._log(db, record.conversation, record.id, MessageState.DELIVERED, note)
+        return self.get(record.conversation, record.id)
+
     def transitions(self, conversation: str, message_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT state, at, note FROM transitions WHERE conversation=? "
                                "AND id=? ORDER BY rowid", (conversation, message_id)).fetchall()

@@ -1,0 +1,110 @@
+"""HTTP edge of the message pipeline: send a message, read a message's state and history.
+
+``POST /v1/messages`` waits for the reply (up to ``chat.reply_wait_s``) unless ``wait`` is
+false, in which case it answers 202 at once; a resent id returns the stored reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.gateway.errors import APIError
+from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.router.pipeline import Pipeline, reply_event
+from appliance.store.messages import MessageRecord, UnknownMessage
+from appliance.store.states import FINISHED, MessageState
+
+router = APIRouter()
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=SAFE_ID, description="Chosen by the sender, unique per conversation.")
+    conversation: str = Field(pattern=SAFE_ID)
+    text: str = Field(min_length=1)
+    sender: str = Field("http", min_length=1, max_length=128)
+    wait: bool = True
+
+
+def check_text(text: str, limit: int) -> None:
+    if not text.strip():
+        raise APIError(400, "text is empty", param="text", code="empty_message")
+    if len(text) > limit:
+        raise APIError(413, f"text has {len(text)} characters; the limit is {limit}",
+                       param="text", code="text_too_long")
+
+
+def message_body(record: MessageRecord, duplicate: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": record.id, "conversation": record.conversation,
+                            "seq": record.seq, "state": str(record.state),
+                            "duplicate": duplicate, "reply": record.reply, "error": None}
+    if record.state is MessageState.FAILED or (record.error and record.reply is None):
+        event = reply_event(record)
+        body["error"] = {"code": event["code"], "message": event["message"]}
+    return body
+
+
+def _respond(pipeline: Pipeline, record: MessageRecord, duplicate: bool) -> JSONResponse:
+    if record.state in FINISHED:
+        record = pipeline.store.mark_delivered(record, note="http")
+    body = message_body(record, duplicate)
+    if record.state not in FINISHED:
+        return JSONResponse(body, status_code=202)
+    return JSONResponse(body, status_code=422 if body["error"] else 200)
+
+
+@router.post("/v1/messages", response_model=None)
+async def post_message(body: MessageIn, request: Request) -> JSONResponse:
+    pipeline: Pipeline = request.app.state.pipeline
+    check_text(body.text, request.app.state.settings.chat.max_text_chars)
+    envelope = Envelope(id=body.id, conversation=body.conversation, channel="http",
+                        sender=body.sender, text=body.text)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def listener(event: dict[str, Any]) -> bool:
+        if event.get("id") != body.id or event.get("type") not in ("reply", "error"):
+            return False
+        if not done.done():
+            done.set_result(None)
+        return True
+
+    unsubscribe = pipeline.hub.subscribe(body.conversation, listener)
+    try:
+        record, created = await pipeline.submit(envelope)
+        if record.state not in FINISHED and body.wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), request.app.state.settings.chat
+                                       .reply_wait_s)
+            record = pipeline.store.get(record.conversation, record.id)
+        return _respond(pipeline, record, duplicate=not created)
+    finally:
+        unsubscribe()
+
+
+def _record(request: Request, conversation: str, message_id: str) -> MessageRecord:
+    try:
+        return request.app.state.pipeline.store.get(conversation, message_id)
+    except UnknownMessage as exc:
+        raise APIError(404, str(exc), code="message_not_found") from exc
+
+
+@router.get("/v1/conversations/{conversation}/messages/{message_id}")
+async def get_message(conversation: str, message_id: str, request: Request) -> dict[str, Any]:
+    record = _record(request, conversation, message_id)
+    store = request.app.state.pipeline.store
+    return {"message": record.to_json(),
+            "transitions": store.transitions(conversation, message_id)}
+
+
+@router.get("/v1/conversations/{conversation}/messages")
+async def list_messages(conversation: str, request: Request,
+                        after_seq: int = Query(0, ge=0),
+                        limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    records = request.app.state.pipeline.store.after(conversation, after_seq, limit)
+    return {"conversation": conversation, "messages": [r.to_json() for r in records]}

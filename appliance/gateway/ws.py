@@ -1,0 +1,141 @@
+"""WebSocket edge of the message pipeline: ``/v1/ws``.
+
+Client -> server, one JSON object per frame:
+- ``{"type": "message", "id": ..., "conversation": ..., "text": ..., "sender"?: ...}``
+- ``{"type": "resume", "conversation": ..., "last_seq": n}``: subscribe, and receive every
+  finished message after ``n`` that this client missed.
+
+Server -> client:
+- ``{"type": "ack", "id", "conversation", "seq", "state", "duplicate"}`` for each message
+- ``{"type": "token", "id", "conversation", "seq", "text"}`` while an answer streams
+- ``{"type": "reply", "id", "conversation", "seq", "text", "intent", "state"}``
+- ``{"type": "error", "code", "message", ...}``: a bad frame or a failed message
+
+Every channel linked to a conversation (other sockets, HTTP) sees its replies. A reply is
+sent at most once per connection, even when a resume overlaps live delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.router.pipeline import Pipeline, reply_event
+from appliance.store.states import FINISHED
+
+router = APIRouter()
+
+
+class WsMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    id: str = Field(pattern=SAFE_ID)
+    conversation: str = Field(pattern=SAFE_ID)
+    text: str = Field(min_length=1)
+    sender: str = Field("ws", min_length=1, max_length=128)
+
+
+class WsResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    conversation: str = Field(pattern=SAFE_ID)
+    last_seq: int = Field(0, ge=0)
+
+
+class Session:
+    def __init__(self, socket: WebSocket, pipeline: Pipeline, max_text: int) -> None:
+        self.socket = socket
+        self.pipeline = pipeline
+        self.max_text = max_text
+        self.send_lock = asyncio.Lock()
+        self.unsubscribe: dict[str, Callable[[], None]] = {}
+        self.finished_sent: set[tuple[str, int]] = set()
+
+    async def send(self, event: dict[str, Any]) -> bool:
+        if event.get("type") in ("reply", "error") and "seq" in event:
+            key = (event["conversation"], event["seq"])
+            if key in self.finished_sent:
+                return True
+            self.finished_sent.add(key)
+        async with self.send_lock:
+            await self.socket.send_text(json.dumps(event, ensure_ascii=False))
+        return True
+
+    def subscribe(self, conversation: str) -> None:
+        if conversation not in self.unsubscribe:
+            self.unsubscribe[conversation] = self.pipeline.hub.subscribe(conversation, self.send)
+
+    async def error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send({"type": "error", "code": code, "message": message, **extra})
+
+    async def handle(self, frame: str) -> None:
+        try:
+            data = json.loads(frame)
+        except json.JSONDecodeError as exc:
+            await self.error("invalid_json", f"frame is not valid JSON: {exc.msg}")
+            return
+        if not isinstance(data, dict):
+            await self.error("invalid_message", "a frame must be a JSON object")
+            return
+        kind = data.get("type")
+        try:
+            if kind == "message":
+                await self._message(WsMessage.model_validate(data))
+            elif kind == "resume":
+                await self._resume(WsResume.model_validate(data))
+            else:
+                await self.error("invalid_message", f"unknown type {kind!r}; use message or "
+                                 "resume", id=data.get("id"))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            await self.error("invalid_message", f"{field}: {first['msg']}", id=data.get("id"))
+
+    async def _message(self, message: WsMessage) -> None:
+        if len(message.text) > self.max_text or not message.text.strip():
+            await self.error("invalid_message", f"text must be 1 to {self.max_text} characters "
+                             "and not blank", id=message.id)
+            return
+        self.subscribe(message.conversation)
+        record, created = await self.pipeline.submit(Envelope(
+            id=message.id, conversation=message.conversation, channel="ws",
+            sender=message.sender, text=message.text))
+        await self.send({"type": "ack", "id": record.id, "conversation": record.conversation,
+                         "seq": record.seq, "state": str(record.state),
+                         "duplicate": not created})
+        if not created and record.state in FINISHED:
+            await self._deliver(record)
+
+    async def _resume(self, resume: WsResume) -> None:
+        self.subscribe(resume.conversation)
+        for record in self.pipeline.store.after(resume.conversation, resume.last_seq):
+            if record.state in FINISHED:
+                await self._deliver(record)
+
+    async def _deliver(self, record: Any) -> None:
+        await self.send(reply_event(record))
+        self.pipeline.store.mark_delivered(record, note="websocket")
+
+    def close(self) -> None:
+        for unsubscribe in self.unsubscribe.values():
+            unsubscribe()
+
+
+@router.websocket("/v1/ws")
+async def chat_socket(socket: WebSocket) -> None:
+    await socket.accept()
+    app_state = socket.app.state
+    session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars)
+    try:
+        while True:
+            await session.handle(await socket.receive_text())
+    except WebSocketDisconnect:
+        pass
+    finally:
+        session.close()

@@ -1,0 +1,30 @@
+"""What a message asks for. At this stage: a slash command, or a chat turn for the LLM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+COMMANDS = ("help", "reset", "status")
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: Literal["command", "chat"]
+    name: str = ""
+    argument: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"/{self.name}" if self.kind == "command" else "chat"
+
+
+def classify(text: str) -> Intent:
+    stripped = text.strip()
+    if stripped.startswith("/"):
+        word, _, rest = stripped[1:].partition(" ")
+        name = word.lower()
+        if name in COMMANDS:
+            return Intent("command", name, rest.strip())
+        return Intent("command", "unknown", word)
+    return Intent("chat")

@@ -1,0 +1,175 @@
+"""The message pipeline: dedup -> per-conversation order -> intent -> skill or LLM -> dispatch.
+
+Every protocol edge turns what it received into an :class:`Envelope` and calls
+:meth:`Pipeline.submit`. The store decides whether the message is new (a repeated id gets the
+stored record, never a second answer); each conversation has one worker that answers its
+messages strictly in sequence order, while different conversations proceed in parallel.
+Messages that were accepted but not answered when the gateway stopped are picked up again at
+start, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from appliance.config import Settings
+from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable
+from appliance.router.envelope import Envelope
+from appliance.router.hub import Hub
+from appliance.router.intents import classify
+from appliance.router.skills import SkillContext, run_command
+from appliance.store.messages import MessageRecord, MessageStore
+from appliance.store.states import MessageState
+
+log = logging.getLogger(__name__)
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class AnswerFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def reply_event(record: MessageRecord) -> dict[str, Any]:
+    """What every channel receives for a finished message (answered or failed)."""
+    base = {"conversation": record.conversation, "id": record.id, "seq": record.seq}
+    if record.state is MessageState.FAILED or (record.error and record.reply is None):
+        code, _, message = (record.error or "failed: ").partition(": ")
+        return {"type": "error", **base, "code": code, "message": message}
+    return {"type": "reply", **base, "text": record.reply, "intent": record.intent,
+            "state": str(record.state)}
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: MessageStore, engine: EngineClient,
+                 hub: Hub) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.hub = hub
+        self._queues: dict[str, asyncio.Queue[MessageRecord]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """Pick up what the last run accepted but did not answer."""
+        for record in self.store.pending():
+            if record.state is MessageState.PROCESSING:
+                record = self.store.move(record, MessageState.RECEIVED,
+                                         note="gateway restarted while answering")
+            self._enqueue(record)
+
+    async def stop(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        for task in list(self._workers.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def submit(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
+        """Accept a message; returns its record and whether it was new."""
+        record, created = self.store.accept(envelope)
+        if created:
+            self._enqueue(record)
+        return record, created
+
+    def queued(self) -> int:
+        return sum(queue.qsize() for queue in self._queues.values())
+
+    def _enqueue(self, record: MessageRecord) -> None:
+        conversation = record.conversation
+        queue = self._queues.setdefault(conversation, asyncio.Queue())
+        queue.put_nowait(record)
+        if conversation not in self._workers:
+            self._workers[conversation] = asyncio.create_task(
+                self._worker(conversation), name=f"conversation-{conversation}")
+
+    async def _worker(self, conversation: str) -> None:
+        queue = self._queues[conversation]
+        try:
+            while not queue.empty():
+                record = queue.get_nowait()
+                try:
+                    await self._process(record)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one bad message must not stall its conversation
+                    log.exception("message %s/%s failed", conversation, record.id)
+        finally:
+            # No await between the empty check and this cleanup: nothing can slip in unseen.
+            self._workers.pop(conversation, None)
+            if queue.empty():
+                self._queues.pop(conversation, None)
+
+    async def _process(self, record: MessageRecord) -> None:
+        record = self.store.move(record, MessageState.PROCESSING)
+        intent = classify(record.text)
+        try:
+            if intent.kind == "command":
+                reply = run_command(intent, SkillContext(
+                    record.conversation, record.seq,
+                    reset=lambda: self.store.reset(record.conversation, record.seq),
+                    status=self._status))
+            else:
+                reply = await self._generate(record)
+        except AnswerFailed as exc:
+            record = self.store.move(record, MessageState.FAILED, note=exc.code,
+                                     intent=intent.label, error=f"{exc.code}: {exc}")
+        else:
+            record = self.store.move(record, MessageState.ANSWERED, intent=intent.label,
+                                     reply=reply)
+        taken = await self.hub.publish(record.conversation, reply_event(record))
+        if taken:
+            self.store.mark_delivered(record, note=f"{taken} listener(s)")
+
+    def _prompt(self, record: MessageRecord) -> list[dict[str, str]]:
+        turns = self.store.history(record.conversation, record.seq,
+                                   self.settings.chat.history_turns)
+        messages = []
+        for question, answer in turns:
+            messages += [{"role": "user", "content": question},
+                         {"role": "assistant", "content": answer}]
+        return [*messages, {"role": "user", "content": record.text}]
+
+    async def _generate(self, record: MessageRecord) -> str:
+        """Ask the engine, streaming tokens to listeners; wait out engine restarts."""
+        delay = RETRY_INITIAL_S
+        attempt = 0
+        while True:
+            attempt += 1
+            params = {"id": f"msg-{record.conversation}-{record.seq}-{attempt}",
+                      "messages": self._prompt(record),
+                      "temperature": self.settings.engine.default_temperature}
+            parts: list[str] = []
+            try:
+                generation = await self.engine.submit(params)
+                async for event in generation.events(self.settings.engine.request_timeout_s):
+                    if event["event"] == "token":
+                        parts.append(event["text"])
+                        await self.hub.publish(record.conversation, {
+                            "type": "token", "conversation": record.conversation,
+                            "id": record.id, "seq": record.seq, "text": event["text"]})
+                return "".join(parts)
+            except EngineUnavailable as exc:
+                log.warning("engine unavailable for %s/%s (%s); retrying in %.1f s",
+                            record.conversation, record.id, exc, delay)
+            except EngineRejected as exc:
+                if exc.code not in ("overloaded", "timeout"):
+                    raise AnswerFailed(exc.code, exc.message) from exc
+                log.warning("engine %s for %s/%s; retrying in %.1f s", exc.code,
+                            record.conversation, record.id, delay)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX_S, delay * 2)
+
+    def _status(self) -> str:
+        info = self.engine.info
+        engine = (f"model {info.model} on {info.device}, engine "
+                  f"{'ready' if self.engine.ready else 'not ready'}") if info else "engine starting"
+        counts = self.store.counts()
+        return (f"Status: {engine}; messages waiting {counts['received']}, answering "
+                f"{counts['processing']}; at {time.strftime('%Y-%m-%d %H:%M:%S')}.")

@@ -1,0 +1,32 @@
+"""Answers that need no LLM: the slash commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.router.intents import Intent
+
+HELP = (
+    "Commands: /help (this text), /reset (forget this conversation's history), "
+    "/status (the assistant's state). Anything else is answered by the local assistant."
+)
+
+
+@dataclass(frozen=True)
+class SkillContext:
+    conversation: str
+    seq: int
+    reset: Callable[[], None]
+    status: Callable[[], str]
+
+
+def run_command(intent: Intent, context: SkillContext) -> str:
+    if intent.name == "help":
+        return HELP
+    if intent.name == "reset":
+        context.reset()
+        return "Done: this conversation starts afresh."
+    if intent.name == "status":
+        return context.status()
+    return f"Unknown command /{intent.argument}. {HELP}"
