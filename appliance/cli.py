@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +22,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 models_app = typer.Typer(no_args_is_help=True, help="Models on this box.")
 config_app = typer.Typer(no_args_is_help=True, help="Effective configuration.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results in bench/results/).")
+messages_app = typer.Typer(no_args_is_help=True, help="Messages in the durable store.")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
+app.add_typer(messages_app, name="messages")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -299,6 +302,47 @@ def bench_ov_settings(config: ConfigOption = None,
     settings = _load(config).settings
     _setup_logging()
     run(settings, tokens=tokens, rounds=rounds, out=out, console=console)
+
+
+@messages_app.command("show")
+def messages_show(message_id: Annotated[str, typer.Argument(help="The sender's message id.")],
+                  conversation: Annotated[str | None, typer.Option(
+                      "--conversation", help="Needed when several conversations use the id."
+                  )] = None,
+                  config: ConfigOption = None,
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A message's text, reply, state and every state change, from the database."""
+    from appliance.store.db import connect
+    from appliance.store.messages import MessageStore
+
+    settings = _load(config).settings
+    if not settings.paths.database.exists():
+        err_console.print(f"[red]error:[/red] no database at {settings.paths.database}")
+        raise typer.Exit(2)
+    store = MessageStore(connect(settings.paths.database))
+    records = [r for r in store.find(message_id)
+               if conversation is None or r.conversation == conversation]
+    if not records:
+        err_console.print(f"[red]error:[/red] no message {escape(message_id)!r}"
+                          + (f" in conversation {escape(conversation)!r}" if conversation else ""))
+        raise typer.Exit(2)
+    found = [{"message": r.to_json(), "transitions": store.transitions(r.conversation, r.id)}
+             for r in records]
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for item in found:
+        message = item["message"]
+        console.print(f"[bold]{message['conversation']} #{message['seq']}[/bold] "
+                      f"id {message['id']} via {message['channel']} from {message['sender']}: "
+                      f"[cyan]{message['state']}[/cyan]", highlight=False)
+        console.print(f"  text:  {escape(message['text'])}", highlight=False)
+        console.print(f"  reply: {escape(str(message['reply'] or message['error'] or '-'))}",
+                      highlight=False)
+        for step in item["transitions"]:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(step["at"]))
+            console.print(f"  {stamp}  {step['state']:<10} {escape(step['note'])}",
+                          highlight=False)
 
 
 def main() -> None:

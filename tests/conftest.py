@@ -61,6 +61,9 @@ class Appliance:
     def engine_pid(self) -> int:
         return int((self.data_dir / "run" / "engine.pid").read_text())
 
+    def gateway_pid(self) -> int:
+        return int((self.data_dir / "run" / "gateway.pid").read_text())
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

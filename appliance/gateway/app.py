@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pipeline = pipeline
         await client.start()
         await pipeline.start()
+        settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
+        (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
         yield
         await pipeline.stop()
         await client.close()
