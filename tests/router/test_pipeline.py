@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any
@@ -80,7 +81,7 @@ def test_a_conversation_is_answered_in_order_one_message_at_a_time(
     assert [m["id"] for m in messages] == [f"o{i}" for i in range(5)]
     answered = [m["answered"] for m in messages]
     assert answered == sorted(answered)
-    for earlier, later in zip(messages, messages[1:], strict=False):
+    for earlier, later in itertools.pairwise(messages):
         trace = httpx.get(f"{appliance.base_url}/v1/conversations/{conv}/messages/"
                           f"{later['id']}").json()["transitions"]
         started = next(t["at"] for t in trace if t["state"] == "processing")
@@ -92,7 +93,7 @@ def test_conversations_are_answered_in_parallel(appliance: Appliance) -> None:
     for conv in convs:
         post(appliance, id="long", conversation=conv, text="Write a long story about a fox.",
              wait=False)
-    first, second = (wait_finished(appliance, c, 1)[0] for c in convs)
+    first, _second = (wait_finished(appliance, c, 1)[0] for c in convs)
     trace = httpx.get(f"{appliance.base_url}/v1/conversations/{convs[1]}/messages/long"
                       ).json()["transitions"]
     second_started = next(t["at"] for t in trace if t["state"] == "processing")
