@@ -97,3 +97,25 @@ def test_a_second_engine_on_the_same_data_dir_refuses_to_start(appliance: Applia
     assert result.returncode == 1
     assert "another engine is running" in result.stderr
     assert httpx.get(f"{appliance.base_url}/readyz").status_code == 200
+
+
+def test_messages_show_prints_a_message_with_its_state_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.router.envelope import Envelope
+    from appliance.store.db import connect
+    from appliance.store.messages import MessageStore
+    from appliance.store.states import MessageState
+
+    monkeypatch.setenv("APPLIANCE_PATHS__DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APPLIANCE_CONFIG", str(tmp_path / "none.toml"))
+    store = MessageStore(connect(tmp_path / "appliance.db"))
+    record, _ = store.accept(Envelope(id="m7", conversation="kiosk-3", channel="ws",
+                                      sender="tablet", text="Opening hours?"))
+    store.move(store.move(record, MessageState.PROCESSING), MessageState.ANSWERED,
+               reply="9 to 5", intent="chat")
+    result = runner.invoke(app, ["messages", "show", "m7", "--json"])
+    [shown] = json.loads(result.output)
+    assert shown["message"]["reply"] == "9 to 5"
+    assert [t["state"] for t in shown["transitions"]] == ["received", "processing", "answered"]
+    missing = runner.invoke(app, ["messages", "show", "nope"])
+    assert missing.exit_code == 2 and "no message" in missing.output
