@@ -9,6 +9,7 @@ Writes ``ov_settings.json`` and ``ov_settings.md``.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from bench.engine import PROMPTS, _ids, direct_run
 @dataclass(frozen=True)
 class Variant:
     name: str
-    pipeline: str  # "continuous_batching" or "stateful"
+    pipeline: str  # "continuous_batching", "stateful" or "llama.cpp" (the peer)
     properties: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
 
@@ -40,14 +41,50 @@ VARIANTS = [
     Variant("CB, hint LATENCY", "continuous_batching", {"PERFORMANCE_HINT": "LATENCY"}),
     Variant("CB, no prefix caching", "continuous_batching",
             scheduler={"enable_prefix_caching": False}),
+    Variant("CB, dynamic quantization off", "continuous_batching",
+            {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}),
+    Variant("CB, dynamic quantization group 128", "continuous_batching",
+            {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "128"}),
+    Variant("CB, inference precision bf16", "continuous_batching",
+            {"INFERENCE_PRECISION_HINT": "bf16"}),
     Variant("stateful LLMPipeline (SDPA)", "stateful", {"ATTENTION_BACKEND": "SDPA"}),
     Variant("stateful LLMPipeline (PA)", "stateful", {"ATTENTION_BACKEND": "PA"}),
 ]
 
 
-def _build(ir_dir: Path, variant: Variant) -> Any:
+def llama_cpp_variant() -> list[Variant]:
+    """llama.cpp on the same GGUF, as a peer, when llama-cpp-python is installed (it is not a
+    project dependency: it compiles from source for ~20 minutes on 2 cores)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return []
+    return [Variant("peer: llama.cpp (llama-cpp-python), 2 threads", "llama.cpp")]
+
+
+class LlamaCpp:
+    def __init__(self, gguf: Path) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(gguf), n_threads=os.cpu_count() or 2, n_ctx=2048,
+                         verbose=False)
+
+    def rate(self, tokens: int) -> float:
+        chat = f"<|im_start|>user\n{PROMPTS[0]}<|im_end|>\n<|im_start|>assistant\n"
+        prompt = self.llm.tokenize(chat.encode(), special=True)
+        stamps: list[float] = []
+        for _ in self.llm.generate(prompt, temp=0.0, reset=True):
+            stamps.append(time.perf_counter())
+            if len(stamps) >= tokens:
+                break
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def _build(ir_dir: Path, variant: Variant, gguf: Path) -> Any:
     import openvino_genai as og
 
+    if variant.pipeline == "llama.cpp":
+        return LlamaCpp(gguf)
     if variant.pipeline == "stateful":
         return og.LLMPipeline(str(ir_dir), "CPU", **variant.properties)
     scheduler = og.SchedulerConfig()
@@ -86,6 +123,8 @@ def _stateful_rate(pipeline: Any, tokens: int) -> float:
 
 
 def measure(pipeline: Any, variant: Variant, tokens: int) -> dict[str, float]:
+    if variant.pipeline == "llama.cpp":
+        return {"single": pipeline.rate(tokens)}
     if variant.pipeline == "stateful":
         return {"single": _stateful_rate(pipeline, tokens)}
     tokenizer = pipeline.get_tokenizer()
@@ -98,15 +137,16 @@ def measure(pipeline: Any, variant: Variant, tokens: int) -> dict[str, float]:
 def run(settings: Settings, tokens: int, rounds: int, out: Path, console: Console) -> dict:
     entry, _ = prepare_model(settings)
     assert entry.ir_dir is not None
-    results: dict[str, dict[str, list[float]]] = {v.name: {} for v in VARIANTS}
+    variants = VARIANTS + llama_cpp_variant()
+    results: dict[str, dict[str, list[float]]] = {v.name: {} for v in variants}
     errors: dict[str, str] = {}
     with Progress(console=console) as progress:
-        task = progress.add_task("variants", total=rounds * len(VARIANTS))
+        task = progress.add_task("variants", total=rounds * len(variants))
         for round_no in range(1, rounds + 1):
-            for variant in VARIANTS:
+            for variant in variants:
                 progress.update(task, description=f"round {round_no}: {variant.name}")
                 try:
-                    pipeline = _build(entry.ir_dir, variant)
+                    pipeline = _build(entry.ir_dir, variant, entry.source.resolve())
                 except RuntimeError as exc:  # a setting this CPU's plugin refuses
                     errors[variant.name] = str(exc).strip().splitlines()[-1]
                     progress.advance(task)
@@ -118,7 +158,7 @@ def run(settings: Settings, tokens: int, rounds: int, out: Path, console: Consol
                 progress.advance(task)
     baseline = {k: statistics.median(v) for k, v in results[VARIANTS[0].name].items()}
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         if variant.name in errors:
             rows.append({"variant": variant.name, "properties": variant.properties,
                          "error": errors[variant.name], "median_tok_s": {},
