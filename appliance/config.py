@@ -41,6 +41,22 @@ class HttpSettings(_Section):
     )
 
 
+class MqttSettings(_Section):
+    enabled: bool = Field(True, description="Run the built-in MQTT broker in the gateway.")
+    host: str = Field("127.0.0.1", description="Address the MQTT listeners bind to.")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT over TCP.")
+    ws_port: int = Field(8083, ge=0, le=65535, description="MQTT over WebSocket; 0 turns it off.")
+    max_payload_bytes: int = Field(
+        65_536, ge=256, description="Largest request payload; bigger gets an error reply."
+    )
+    offline_queue_max: int = Field(
+        1000, ge=1, description="Messages kept per offline persistent session (oldest dropped)."
+    )
+    session_expiry_s: int = Field(
+        86_400, ge=60, description="A persistent session unused this long is forgotten."
+    )
+
+
 class EngineSettings(_Section):
     device: str = Field(
         "auto",
@@ -152,6 +168,7 @@ class Settings(BaseSettings):
     )
 
     http: HttpSettings = Field(default_factory=HttpSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

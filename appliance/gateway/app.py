@@ -21,6 +21,7 @@ from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.middleware.body_limit import BodyLimitMiddleware
 from appliance.gateway.middleware.metrics import MetricsMiddleware
 from appliance.gateway.models_api import router as models_router
+from appliance.gateway.mqtt.bridge import MqttBridge
 from appliance.gateway.ws import router as ws_router
 from appliance.router.hub import Hub
 from appliance.router.pipeline import Pipeline
@@ -43,9 +44,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pipeline = pipeline
         await client.start()
         await pipeline.start()
+        bridge = MqttBridge(settings, pipeline) if settings.mqtt.enabled else None
+        if bridge is not None:
+            await bridge.start()
         settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
         yield
+        if bridge is not None:
+            await bridge.stop()
         await pipeline.stop()
         await client.close()
         store.db.close()

@@ -21,6 +21,12 @@ Listener = Callable[[dict[str, Any]], Awaitable[bool]]
 class Hub:
     def __init__(self) -> None:
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        self._everything: set[Listener] = set()
+
+    def subscribe_all(self, listener: Listener) -> Callable[[], None]:
+        """Every conversation's events: for a channel that routes by its own addresses."""
+        self._everything.add(listener)
+        return lambda: self._everything.discard(listener)
 
     def subscribe(self, conversation: str, listener: Listener) -> Callable[[], None]:
         self._listeners[conversation].add(listener)
@@ -37,7 +43,7 @@ class Hub:
     async def publish(self, conversation: str, event: dict[str, Any]) -> int:
         """Send to every listener of the conversation; how many took it."""
         delivered = 0
-        for listener in list(self._listeners.get(conversation, ())):
+        for listener in [*self._listeners.get(conversation, ()), *self._everything]:
             try:
                 if await listener(event):
                     delivered += 1

@@ -1,0 +1,180 @@
+"""MQTT edge of the message pipeline, inside the gateway's event loop.
+
+Requests arrive through the broker hook (never a loopback client) and are handled one at a
+time in arrival order. Replies go to every MQTT client that has spoken in the conversation,
+including the origin, on its own reply topics: ``ack`` and ``reply`` at QoS 1 (queued by the
+broker for an offline persistent session), ``tokens`` at QoS 0, errors on the error topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.config import Settings
+from appliance.gateway.mqtt.broker import ApplianceBroker
+from appliance.gateway.mqtt.topics import error_topic, reply_topic, request_topic
+from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.router.pipeline import Pipeline, reply_event
+from appliance.store.messages import UnknownMessage
+from appliance.store.states import FINISHED
+
+log = logging.getLogger(__name__)
+ROUTES_KEPT = 100_000
+
+
+class MqttRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=SAFE_ID)
+    conversation: str | None = Field(None, pattern=SAFE_ID)
+    text: str = Field(min_length=1)
+
+
+def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
+    mqtt = settings.mqtt
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{mqtt.host}:{mqtt.port}"}}
+    if mqtt.ws_port:
+        listeners["ws"] = {"type": "ws", "bind": f"{mqtt.host}:{mqtt.ws_port}"}
+    return {
+        "listeners": listeners,
+        "session_expiry_interval": mqtt.session_expiry_s,
+        "plugins": {
+            "appliance.gateway.mqtt.plugins.DeviceAuth": {},
+            "appliance.gateway.mqtt.plugins.DeviceTopics": {},
+            "appliance.gateway.mqtt.plugins.PipelineHook": {"bridge": bridge},
+        },
+    }
+
+
+class MqttBridge:
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.broker: ApplianceBroker | None = None
+        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._members: dict[str, set[str]] = {}
+        self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._worker: asyncio.Task[None] | None = None
+        self._unsubscribe = lambda: None
+
+    async def start(self) -> None:
+        self.broker = ApplianceBroker(broker_config(self.settings, self),
+                                      offline_queue_max=self.settings.mqtt.offline_queue_max)
+        await self.broker.start()
+        self._unsubscribe = self.pipeline.hub.subscribe_all(self._on_event)
+        self._worker = asyncio.create_task(self._work(), name="mqtt-bridge")
+        log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,
+                 f" and ws {self.settings.mqtt.ws_port}" if self.settings.mqtt.ws_port else "")
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.broker.shutdown(), 10)
+
+    def received(self, client_id: str, topic: str, data: bytes) -> None:
+        """From the broker hook: queue, never block or raise there."""
+        if topic == request_topic(client_id):
+            self._inbox.put_nowait((client_id, data))
+
+    async def _work(self) -> None:
+        while True:
+            client_id, data = await self._inbox.get()
+            try:
+                await self._handle(client_id, data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("MQTT request from %s failed", client_id)
+                await self._error(client_id, None, "internal_error",
+                                  "the request could not be processed; it was not stored")
+
+    async def _handle(self, client_id: str, data: bytes) -> None:
+        limit = self.settings.mqtt.max_payload_bytes
+        if len(data) > limit:
+            await self._error(client_id, None, "payload_too_large",
+                              f"payload has {len(data)} bytes; the limit is {limit}")
+            return
+        try:
+            raw = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            await self._error(client_id, None, "invalid_json", f"payload is not valid JSON: {exc}")
+            return
+        message_id = raw.get("id") if isinstance(raw, dict) else None
+        try:
+            request = MqttRequest.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "payload"
+            await self._error(client_id, message_id, "invalid_message", f"{field}: {first['msg']}")
+            return
+        text_limit = self.settings.chat.max_text_chars
+        if not request.text.strip() or len(request.text) > text_limit:
+            await self._error(client_id, request.id, "invalid_message",
+                              f"text must be 1 to {text_limit} characters and not blank")
+            return
+        conversation = request.conversation or client_id
+        self._members.setdefault(conversation, set()).add(client_id)
+        self._remember(conversation, request.id, client_id)
+        record, created = await self.pipeline.submit(Envelope(
+            id=request.id, conversation=conversation, channel="mqtt", sender=client_id,
+            reply_to=client_id, text=request.text))
+        await self._publish(reply_topic(client_id, "ack"), {
+            "type": "ack", "id": record.id, "conversation": record.conversation,
+            "seq": record.seq, "state": str(record.state), "duplicate": not created}, qos=1)
+        if not created and record.state in FINISHED:
+            await self._publish(reply_topic(client_id, "reply"), reply_event(record), qos=1)
+            self.pipeline.store.mark_delivered(record, note=f"mqtt {client_id}")
+
+    def _remember(self, conversation: str, message_id: str, client_id: str) -> None:
+        self._origins[(conversation, message_id)] = client_id
+        while len(self._origins) > ROUTES_KEPT:
+            self._origins.popitem(last=False)
+
+    def _targets(self, event: dict[str, Any]) -> set[str]:
+        conversation = event.get("conversation", "")
+        targets = set(self._members.get(conversation, ()))
+        key = (conversation, event.get("id", ""))
+        origin = self._origins.get(key)
+        if origin is None and event.get("type") != "token":
+            with contextlib.suppress(UnknownMessage):  # e.g. answered after a restart
+                record = self.pipeline.store.get(*key)
+                if record.channel == "mqtt":
+                    origin = record.reply_to
+                    self._remember(*key, origin)
+        if origin:
+            targets.add(origin)
+        return targets
+
+    async def _on_event(self, event: dict[str, Any]) -> bool:
+        kind = event.get("type")
+        targets = self._targets(event)
+        for client_id in targets:
+            if kind == "token":
+                await self._publish(reply_topic(client_id, "tokens"), event, qos=0)
+            elif kind == "reply":
+                await self._publish(reply_topic(client_id, "reply"), event, qos=1)
+            elif kind == "error":
+                await self._publish(error_topic(client_id), event, qos=1)
+        return bool(targets) and kind in ("reply", "error")
+
+    async def _error(self, client_id: str, message_id: Any, code: str, message: str) -> None:
+        await self._publish(error_topic(client_id), {
+            "type": "error", "id": message_id if isinstance(message_id, str) else None,
+            "code": code, "message": message}, qos=1)
+
+    async def _publish(self, topic: str, payload: dict[str, Any], qos: int) -> None:
+        if self.broker is None:
+            return
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        await self.broker.internal_message_broadcast(topic, data, qos)

@@ -1,0 +1,96 @@
+"""amqtt's Broker with the gaps this appliance cannot live with closed.
+
+Read from amqtt 0.12.1's source (pinned; re-check these overrides on any upgrade):
+- keepalive: the stock reader notices a silent client but does nothing; here the connection
+  is closed after 1.5 x keepalive (MQTT-3.1.2-24), which also publishes the client's will;
+- QoS 1 to subscribers: the stock flow drops a message 5 s after sending it, acknowledged or
+  not; here it stays in flight until PUBACK, and a persistent session gets it again, with DUP,
+  when it reconnects (MQTT-4.4.0-1);
+- offline queues: bounded (the oldest message goes first) instead of unbounded, and flushed in
+  order with ``retain=False`` instead of all at once marked retained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import OUTGOING, Session
+
+log = logging.getLogger(__name__)
+
+
+class ApplianceHandler(BrokerProtocolHandler):
+    def handle_read_timeout(self) -> None:
+        # Called synchronously by the reader loop; closing resolves the disconnect waiter with
+        # no DISCONNECT packet, which the broker treats as abnormal and answers with the will.
+        client = self.session.client_id if self.session else "?"
+        log.info("MQTT client %s missed its keepalive; closing the connection", client)
+        self._closing = asyncio.ensure_future(self.handle_connection_closed())
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        if app_message.direction != OUTGOING or self.session is None:
+            await super()._handle_qos1_message_flow(app_message)
+            return
+        session = self.session
+        session.inflight_out[app_message.packet_id] = app_message
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._puback_waiters[app_message.packet_id] = waiter  # before sending: a fast PUBACK
+        packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
+        try:
+            await self._send_packet(packet)
+            app_message.publish_packet = packet
+            app_message.puback_packet = await waiter
+            session.inflight_out.pop(app_message.packet_id, None)
+        except asyncio.CancelledError:
+            # The connection went away. A persistent session keeps the message in flight and
+            # gets it again on reconnect; a clean one forgets it, as the spec says.
+            if session.clean_session:
+                session.inflight_out.pop(app_message.packet_id, None)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        finally:
+            self._puback_waiters.pop(app_message.packet_id, None)
+
+
+class ApplianceBroker(Broker):
+    def __init__(self, config: Any, offline_queue_max: int, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.offline_queue_max = offline_queue_max
+        self._flushes: set[asyncio.Future[None]] = set()
+
+    async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: Any,
+                                         remote_port: Any) -> tuple[Any, Session]:
+        _stock, session = await super()._initialize_client_session(
+            reader, writer, remote_address, remote_port)
+        if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding
+            session.keep_alive = math.ceil(session.keep_alive * 1.5)
+        return ApplianceHandler(self.plugins_manager, loop=self._loop), session
+
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int,
+                                        target_session: Session) -> None:
+        queue = target_session.retained_messages
+        while queue.qsize() >= self.offline_queue_max:
+            queue.get_nowait()
+            log.warning("offline queue of %s is full; dropped its oldest message",
+                        target_session.client_id)
+        await super()._retain_broadcast_message(broadcast, qos, target_session)
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+
+        async def flush() -> None:
+            while not session.retained_messages.empty():
+                queued = session.retained_messages.get_nowait()
+                await handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+
+        task = asyncio.ensure_future(flush())  # in order, without holding up the session
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)

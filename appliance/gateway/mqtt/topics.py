@@ -1,0 +1,62 @@
+"""The MQTT contract's topic names, and which a client may use.
+
+A device publishes requests to ``appliance/v1/req/{client_id}`` and subscribes to its own
+replies under ``appliance/v1/res/{client_id}/...`` (``ack``, ``tokens``, ``reply``) and errors on
+``appliance/v1/err/{client_id}``. Client ids are restricted to a safe alphabet, so a client id
+can never smuggle a ``/``, ``+`` or ``#`` into a topic.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "appliance/v1"
+SAFE_CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def request_topic(client_id: str) -> str:
+    return f"{PREFIX}/req/{client_id}"
+
+
+def reply_topic(client_id: str, kind: str) -> str:
+    return f"{PREFIX}/res/{client_id}/{kind}"
+
+
+def error_topic(client_id: str) -> str:
+    return f"{PREFIX}/err/{client_id}"
+
+
+def is_safe_client_id(client_id: str | None) -> bool:
+    return bool(client_id) and bool(SAFE_CLIENT_ID.match(client_id or ""))
+
+
+def may_publish(client_id: str, topic: str) -> bool:
+    """Devices publish only their own requests; other topics stay free for non-appliance use,
+    but nobody may write into the appliance's namespace as someone else."""
+    if topic.startswith(f"{PREFIX}/"):
+        return topic == request_topic(client_id)
+    return True
+
+
+def may_subscribe(client_id: str, topic_filter: str) -> bool:
+    """Only one's own replies and errors inside the appliance namespace; a wildcard that
+    would reach into it (``#``, ``appliance/#``, ``appliance/v1/res/+/...``) is refused."""
+    own = (f"{PREFIX}/res/{client_id}/", error_topic(client_id))
+    if topic_filter.startswith(own) or topic_filter in (
+            f"{PREFIX}/res/{client_id}/#", error_topic(client_id)):
+        return True
+    reaches_in = _filter_matches_prefix(topic_filter, PREFIX.split("/"))
+    return not reaches_in
+
+
+def _filter_matches_prefix(topic_filter: str, prefix_levels: list[str]) -> bool:
+    levels = topic_filter.split("/")
+    for index, expected in enumerate(prefix_levels):
+        if index >= len(levels):
+            return False
+        level = levels[index]
+        if level == "#":
+            return True
+        if level not in ("+", expected):
+            return False
+    return True
