@@ -68,7 +68,11 @@ def up(config: ConfigOption = None) -> None:
 
     loaded = _load(config)
     settings = loaded.settings
-    _check_port_free(settings.http.host, settings.http.port)
+    _check_port_free(settings.http.host, settings.http.port, "http.port")
+    if settings.mqtt.enabled:
+        _check_port_free(settings.mqtt.host, settings.mqtt.port, "mqtt.port")
+        if settings.mqtt.ws_port:
+            _check_port_free(settings.mqtt.host, settings.mqtt.ws_port, "mqtt.ws_port")
     _setup_logging()
     specs = [ChildSpec("engine", _child_argv("engine", config)),
              ChildSpec("gateway", _child_argv("gateway", config))]
@@ -84,7 +88,7 @@ def up(config: ConfigOption = None) -> None:
     asyncio.run(supervisor.run(announce))
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, setting: str) -> None:
     import socket
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -93,8 +97,8 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             err_console.print(f"[red]error:[/red] cannot listen on {host}:{port} ({exc.strerror});"
-                              " is an appliance already running? Set http.port or "
-                              "APPLIANCE_HTTP__PORT to use another port.")
+                              f" is an appliance already running? Set {setting} or "
+                              f"{config_module.env_name(setting)} to use another port.")
             raise typer.Exit(2) from None
 
 

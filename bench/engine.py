@@ -165,7 +165,8 @@ def _start_appliance(settings: Settings, data_dir: Path, port: int) -> subproces
     for name in ("models", "cache"):
         (data_dir / name).symlink_to(getattr(settings.paths, f"{name}_dir"))
     env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(data_dir),
-           "APPLIANCE_HTTP__PORT": str(port)}
+           "APPLIANCE_HTTP__PORT": str(port), "APPLIANCE_MQTT__PORT": str(_free_port()),
+           "APPLIANCE_MQTT__WS_PORT": "0"}
     process = subprocess.Popen([sys.executable, "-m", "appliance", "up"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180

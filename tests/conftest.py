@@ -53,6 +53,7 @@ class Appliance:
     data_dir: Path
     port: int
     log_path: Path
+    mqtt_port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -96,15 +97,16 @@ def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
         link = data_dir / name
         if not link.exists():
             link.symlink_to(model_store / name)
-    port = free_port()
+    port, mqtt_port = free_port(), free_port()
     env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(data_dir),
            "APPLIANCE_HTTP__PORT": str(port), "APPLIANCE_CONFIG": str(tmp / "none.toml"),
+           "APPLIANCE_MQTT__PORT": str(mqtt_port), "APPLIANCE_MQTT__WS_PORT": "0",
            **env_overrides}
     log_path = tmp / "appliance.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "appliance", "up"], env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT)
-    appliance = Appliance(process, data_dir, port, log_path)
+    appliance = Appliance(process, data_dir, port, log_path, mqtt_port)
     try:
         appliance.wait_ready()
     except Exception:

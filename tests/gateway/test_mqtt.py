@@ -1,0 +1,223 @@
+"""The built-in broker and the MQTT edge of the pipeline, with real paho-mqtt clients."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.conftest import Appliance
+
+pytestmark = pytest.mark.e2e
+WAIT_S = 120
+
+
+class Device:
+    """A paho client that records what it receives."""
+
+    def __init__(self, appliance: Appliance, client_id: str | None = None, *,
+                 clean: bool = True, keepalive: int = 30, manual_ack: bool = False,
+                 will: tuple[str, bytes] | None = None) -> None:
+        self.id = client_id or f"dev-{uuid.uuid4().hex[:8]}"
+        self.port = appliance.mqtt_port
+        self.received: list[mqtt.MQTTMessage] = []
+        self.lock = threading.Lock()
+        self.connack: list[Any] = []
+        self.suback: list[list[Any]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.id,
+                                  protocol=mqtt.MQTTv311, clean_session=clean,
+                                  manual_ack=manual_ack)
+        if will:
+            self.client.will_set(will[0], will[1], qos=1)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: self.connack.append(rc)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.suback.append(rcs)
+        self.keepalive = keepalive
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.received.append(message)
+
+    def connect(self) -> Device:
+        self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive)
+        self.client.loop_start()
+        wait(lambda: bool(self.connack), "CONNACK")
+        return self
+
+    def subscribe(self, *filters: str) -> list[Any]:
+        count = len(self.suback)
+        self.client.subscribe([(f, 1) for f in filters])
+        wait(lambda: len(self.suback) > count, "SUBACK")
+        return self.suback[-1]
+
+    def subscribe_own(self) -> None:
+        self.subscribe(f"appliance/v1/res/{self.id}/#", f"appliance/v1/err/{self.id}")
+
+    def request(self, payload: Any, topic: str | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.client.publish(topic or f"appliance/v1/req/{self.id}", data, qos=1)
+
+    def messages(self, suffix: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(m.payload) for m in self.received if m.topic.endswith(suffix)]
+
+    def wait_for(self, suffix: str, predicate: Callable[[dict], bool] = lambda m: True
+                 ) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [m for m in self.messages(suffix) if predicate(m)]
+            return bool(found)
+
+        wait(seen, f"a message on ...{suffix}")
+        return found[0]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"no {what} within {timeout} s")
+
+
+@pytest.fixture
+def device(appliance: Appliance) -> Iterator[Device]:
+    dev = Device(appliance).connect()
+    dev.subscribe_own()
+    yield dev
+    dev.close()
+
+
+def test_a_request_gets_an_ack_streamed_tokens_and_the_reply(device: Device) -> None:
+    device.request({"id": "q1", "text": "What is the capital of France?"})
+    ack = device.wait_for("/ack")
+    reply = device.wait_for("/reply")
+    tokens = [t["text"] for t in device.messages("/tokens")]
+    assert ack["seq"] == 1 and ack["conversation"] == device.id and not ack["duplicate"]
+    assert "Paris" in reply["text"] and reply["text"] == "".join(tokens)
+
+
+def test_a_resent_id_gets_the_stored_reply(device: Device) -> None:
+    device.request({"id": "d1", "text": "/help"})
+    first = device.wait_for("/reply")
+    device.request({"id": "d1", "text": "/help"})
+    device.wait_for("/ack", lambda m: m["duplicate"])
+    wait(lambda: len(device.messages("/reply")) == 2, "the stored reply again")
+    assert device.messages("/reply")[1]["text"] == first["text"]
+
+
+@pytest.mark.parametrize(("payload", "code", "words"), [
+    (b"{not json", "invalid_json", "not valid JSON"),
+    (b"[1, 2]", "invalid_message", "payload"),
+    ({"text": "hi"}, "invalid_message", "id: Field required"),
+    ({"id": "x", "text": "hi", "priority": 9}, "invalid_message", "priority"),
+    ({"id": "a/b/#", "text": "hi"}, "invalid_message", "id"),
+    ({"id": "x", "text": "   "}, "invalid_message", "not blank"),
+    ({"id": "x", "text": "y" * 70_000}, "payload_too_large", "limit is 65536"),
+])
+def test_a_bad_payload_gets_an_error_naming_it_and_nothing_else_is_lost(
+        device: Device, payload: Any, code: str, words: str) -> None:
+    device.request(payload)
+    device.request({"id": "after", "text": "/help"})
+    error = device.wait_for(f"/err/{device.id}")
+    assert error["code"] == code and words in error["message"]
+    assert device.wait_for("/reply")["id"] == "after"
+
+
+def test_a_device_cannot_subscribe_to_another_devices_replies(device: Device) -> None:
+    codes = device.subscribe("appliance/v1/res/someone-else/#", "appliance/#", "#")
+    assert [getattr(c, "value", c) for c in codes] == [0x80, 0x80, 0x80]
+
+
+def test_a_device_cannot_publish_as_another_device(appliance: Appliance, device: Device) -> None:
+    victim = f"victim-{uuid.uuid4().hex[:6]}"
+    device.request({"id": "spoof", "text": "/help"}, topic=f"appliance/v1/req/{victim}")
+    device.request({"id": "mine", "text": "/help"})
+    device.wait_for("/reply")
+    listed = httpx.get(f"{appliance.base_url}/v1/conversations/{victim}/messages").json()
+    assert listed["messages"] == []
+
+
+def test_a_client_id_that_could_inject_topics_is_refused(appliance: Appliance) -> None:
+    bad = Device(appliance, client_id="evil/+/#")
+    bad.client.connect("127.0.0.1", appliance.mqtt_port)
+    bad.client.loop_start()
+    try:
+        wait(lambda: bool(bad.connack), "CONNACK")
+        assert bad.connack[0].is_failure
+    finally:
+        bad.client.loop_stop()
+
+
+def test_a_silent_client_is_dropped_after_its_keepalive_and_its_will_is_sent(
+        appliance: Appliance, device: Device) -> None:
+    will_topic = f"devices/{uuid.uuid4().hex[:6]}/status"
+    device.subscribe(will_topic)
+    silent = Device(appliance, keepalive=1, will=(will_topic, b"offline")).connect()
+    silent.client.loop_stop()  # stops pinging; the socket stays open
+    started = time.monotonic()
+    wait(lambda: any(m.topic == will_topic for m in device.received), "the will", timeout=15)
+    assert time.monotonic() - started < 6  # 1.5 x keepalive, rounded up, plus scheduling
+
+
+def test_an_unacknowledged_qos1_reply_is_redelivered_after_reconnect(
+        appliance: Appliance) -> None:
+    client_id = f"slow-{uuid.uuid4().hex[:6]}"
+    first = Device(appliance, client_id, clean=False, manual_ack=True).connect()
+    first.subscribe_own()
+    first.request({"id": "r1", "text": "/help"})
+    wait(lambda: bool(first.messages("/reply")), "the reply")
+    time.sleep(6)  # longer than stock amqtt's 5 s before it drops an unacknowledged message
+    first.client.disconnect()
+    first.client.loop_stop()
+
+    again = Device(appliance, client_id, clean=False).connect()
+    try:
+        wait(lambda: any(m.topic.endswith("/reply") for m in again.received), "redelivery",
+             timeout=30)
+        redelivered = next(m for m in again.received if m.topic.endswith("/reply"))
+        assert redelivered.dup and json.loads(redelivered.payload)["id"] == "r1"
+    finally:
+        again.close()
+
+
+def test_a_reply_produced_while_the_device_is_offline_waits_in_its_session(
+        appliance: Appliance) -> None:
+    client_id = f"away-{uuid.uuid4().hex[:6]}"
+    device = Device(appliance, client_id, clean=False).connect()
+    device.subscribe_own()
+    device.request({"id": "o1", "text": "Write two sentences about rain."})
+    device.wait_for("/ack")
+    device.close()  # gone before the answer is ready
+    record_url = f"{appliance.base_url}/v1/conversations/{client_id}/messages/o1"
+    wait(lambda: httpx.get(record_url).json()["message"]["state"] in ("answered", "delivered"),
+         "the answer")
+    back = Device(appliance, client_id, clean=False).connect()
+    try:
+        assert back.wait_for("/reply")["id"] == "o1"
+    finally:
+        back.close()
+
+
+def test_a_conversation_shared_with_http_reaches_the_device(appliance: Appliance,
+                                                            device: Device) -> None:
+    conversation = f"shared-{uuid.uuid4().hex[:6]}"
+    device.request({"id": "m1", "conversation": conversation, "text": "/help"})
+    device.wait_for("/reply")
+    httpx.post(f"{appliance.base_url}/v1/messages", timeout=60,
+               json={"id": "h1", "conversation": conversation, "text": "/status"})
+    reply = device.wait_for("/reply", lambda m: m["id"] == "h1")
+    assert reply["seq"] == 2 and reply["text"].startswith("Status:")
