@@ -73,6 +73,10 @@ class Pipeline:
 
     async def submit(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
         """Accept a message; returns its record and whether it was new."""
+        return self.accept(envelope)
+
+    def accept(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
+        """:meth:`submit` for callers that must not yield before the message is stored."""
         record, created = self.store.accept(envelope)
         if created:
             self._enqueue(record)

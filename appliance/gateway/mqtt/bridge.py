@@ -1,8 +1,9 @@
 """MQTT edge of the message pipeline, inside the gateway's event loop.
 
-Requests arrive through the broker hook (never a loopback client) and are handled one at a
-time in arrival order. Replies go to every MQTT client that has spoken in the conversation,
-including the origin, on its own reply topics: ``ack`` and ``reply`` at QoS 1 (queued by the
+Requests arrive through the broker's own publish flow (never a loopback client): the broker
+calls :meth:`MqttBridge.intake` for each inbound publish, which stores a valid request before
+the broker acknowledges it, in arrival order. Replies go to every MQTT client that has spoken
+in the conversation, including the origin, on its own reply topics: ``ack`` and ``reply`` at QoS 1 (queued by the
 broker for an offline persistent session), ``tokens`` at QoS 0, errors on the error topic.
 """
 
@@ -36,7 +37,12 @@ class MqttRequest(BaseModel):
     text: str = Field(min_length=1)
 
 
-def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
+def _refusal(message_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": "error", "id": message_id if isinstance(message_id, str) else None,
+                      "code": code, "message": message}}
+
+
+def broker_config(settings: Settings) -> dict[str, Any]:
     mqtt = settings.mqtt
     listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{mqtt.host}:{mqtt.port}"}}
     if mqtt.ws_port:
@@ -47,7 +53,6 @@ def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
         "plugins": {
             "appliance.gateway.mqtt.plugins.DeviceAuth": {},
             "appliance.gateway.mqtt.plugins.DeviceTopics": {},
-            "appliance.gateway.mqtt.plugins.PipelineHook": {"bridge": bridge},
         },
     }
 
@@ -57,78 +62,72 @@ class MqttBridge:
         self.settings = settings
         self.pipeline = pipeline
         self.broker: ApplianceBroker | None = None
-        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._members: dict[str, set[str]] = {}
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self._unsubscribe = lambda: None
 
     async def start(self) -> None:
-        self.broker = ApplianceBroker(broker_config(self.settings, self),
-                                      offline_queue_max=self.settings.mqtt.offline_queue_max)
+        self.broker = ApplianceBroker(broker_config(self.settings),
+                                      offline_queue_max=self.settings.mqtt.offline_queue_max,
+                                      intake=self.intake)
         await self.broker.start()
         self._unsubscribe = self.pipeline.hub.subscribe_all(self._on_event)
-        self._worker = asyncio.create_task(self._work(), name="mqtt-bridge")
         log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,
                  f" and ws {self.settings.mqtt.ws_port}" if self.settings.mqtt.ws_port else "")
 
     async def stop(self) -> None:
         self._unsubscribe()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.broker.shutdown(), 10)
 
-    def received(self, client_id: str, topic: str, data: bytes) -> None:
-        """From the broker hook: queue, never block or raise there."""
-        if topic == request_topic(client_id):
-            self._inbox.put_nowait((client_id, data))
+    def intake(self, client_id: str, topic: str, data: bytes) -> None:
+        """Called by the broker for each inbound publish, before it acknowledges it.
 
-    async def _work(self) -> None:
-        while True:
-            client_id, data = await self._inbox.get()
-            try:
-                await self._handle(client_id, data)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("MQTT request from %s failed", client_id)
-                await self._error(client_id, None, "internal_error",
-                                  "the request could not be processed; it was not stored")
+        Synchronous on purpose: the request is validated and durably stored before the broker
+        sends PUBACK, and in arrival order. Replies to the device are sent afterwards.
+        """
+        if topic != request_topic(client_id):
+            return
+        outcome = self._accept(client_id, data)
+        task = asyncio.ensure_future(self._answer(client_id, outcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, client_id: str, data: bytes) -> None:
+    def _accept(self, client_id: str, data: bytes) -> dict[str, Any]:
         limit = self.settings.mqtt.max_payload_bytes
         if len(data) > limit:
-            await self._error(client_id, None, "payload_too_large",
-                              f"payload has {len(data)} bytes; the limit is {limit}")
-            return
+            return _refusal(None, "payload_too_large",
+                            f"payload has {len(data)} bytes; the limit is {limit}")
         try:
             raw = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            await self._error(client_id, None, "invalid_json", f"payload is not valid JSON: {exc}")
-            return
+            return _refusal(None, "invalid_json", f"payload is not valid JSON: {exc}")
         message_id = raw.get("id") if isinstance(raw, dict) else None
         try:
             request = MqttRequest.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "payload"
-            await self._error(client_id, message_id, "invalid_message", f"{field}: {first['msg']}")
-            return
+            return _refusal(message_id, "invalid_message", f"{field}: {first['msg']}")
         text_limit = self.settings.chat.max_text_chars
         if not request.text.strip() or len(request.text) > text_limit:
-            await self._error(client_id, request.id, "invalid_message",
-                              f"text must be 1 to {text_limit} characters and not blank")
-            return
+            return _refusal(request.id, "invalid_message",
+                            f"text must be 1 to {text_limit} characters and not blank")
         conversation = request.conversation or client_id
         self._members.setdefault(conversation, set()).add(client_id)
         self._remember(conversation, request.id, client_id)
-        record, created = await self.pipeline.submit(Envelope(
+        record, created = self.pipeline.accept(Envelope(
             id=request.id, conversation=conversation, channel="mqtt", sender=client_id,
             reply_to=client_id, text=request.text))
+        return {"record": record, "created": created}
+
+    async def _answer(self, client_id: str, outcome: dict[str, Any]) -> None:
+        if "error" in outcome:
+            await self._publish(error_topic(client_id), outcome["error"], qos=1)
+            return
+        record, created = outcome["record"], outcome["created"]
         await self._publish(reply_topic(client_id, "ack"), {
             "type": "ack", "id": record.id, "conversation": record.conversation,
             "seq": record.seq, "state": str(record.state), "duplicate": not created}, qos=1)
@@ -167,11 +166,6 @@ class MqttBridge:
             elif kind == "error":
                 await self._publish(error_topic(client_id), event, qos=1)
         return bool(targets) and kind in ("reply", "error")
-
-    async def _error(self, client_id: str, message_id: Any, code: str, message: str) -> None:
-        await self._publish(error_topic(client_id), {
-            "type": "error", "id": message_id if isinstance(message_id, str) else None,
-            "code": code, "message": message}, qos=1)
 
     async def _publish(self, topic: str, payload: dict[str, Any], qos: int) -> None:
         if self.broker is None:

@@ -7,7 +7,10 @@ Read from amqtt 0.12.1's source (pinned; re-check these overrides on any upgrade
   not; here it stays in flight until PUBACK, and a persistent session gets it again, with DUP,
   when it reconnects (MQTT-4.4.0-1);
 - offline queues: bounded (the oldest message goes first) instead of unbounded, and flushed in
-  order with ``retain=False`` instead of all at once marked retained.
+  order with ``retain=False`` instead of all at once marked retained;
+- intake before acknowledgement: stock amqtt sends PUBACK before any plugin sees a message, so
+  a crash in between loses a message the device believes delivered. Here a request is stored
+  (through ``intake``) before the broker's own flow, and so before PUBACK.
 """
 
 from __future__ import annotations
@@ -15,16 +18,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.session import OUTGOING, Session
+from amqtt.session import INCOMING, OUTGOING, Session
 
 log = logging.getLogger(__name__)
 
+Intake = Callable[[str, str, bytes], None]
+
 
 class ApplianceHandler(BrokerProtocolHandler):
+    def __init__(self, *args: Any, intake: Intake | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.intake = intake
+
+    async def _handle_message_flow(self, app_message: Any) -> None:
+        if app_message.direction == INCOMING and self.intake is not None and self.session:
+            # Synchronous, before any await: stored in arrival order and before PUBACK/PUBREC.
+            # A DUP resend is offered again; the store's dedup by id makes that harmless.
+            self.intake(self.session.client_id or "", app_message.topic,
+                        bytes(app_message.data))
+        await super()._handle_message_flow(app_message)
+
     def handle_read_timeout(self) -> None:
         # Called synchronously by the reader loop; closing resolves the disconnect waiter with
         # no DISCONNECT packet, which the broker treats as abnormal and answers with the will.
@@ -59,9 +77,11 @@ class ApplianceHandler(BrokerProtocolHandler):
 
 
 class ApplianceBroker(Broker):
-    def __init__(self, config: Any, offline_queue_max: int, **kwargs: Any) -> None:
+    def __init__(self, config: Any, offline_queue_max: int, intake: Intake | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.offline_queue_max = offline_queue_max
+        self.intake = intake
         self._flushes: set[asyncio.Future[None]] = set()
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: Any,
@@ -70,7 +90,7 @@ class ApplianceBroker(Broker):
             reader, writer, remote_address, remote_port)
         if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
-        return ApplianceHandler(self.plugins_manager, loop=self._loop), session
+        return ApplianceHandler(self.plugins_manager, loop=self._loop, intake=self.intake), session
 
     async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int,
                                         target_session: Session) -> None:

@@ -1,20 +1,17 @@
-"""amqtt plugins: who may connect, which topics a device may use, and the pipeline hook.
+"""amqtt plugins: who may connect, and which topics a device may use.
 
-amqtt replaces all of its default plugins once a plugins map is given, so these three are the
-whole set. Two of its conventions matter here: an auth result of None is ignored but a topic
-result of None *denies*, and every hook except start/shutdown runs fire-and-forget, with its
-exceptions swallowed, so the bridge hook only queues and never raises.
+amqtt replaces all of its default plugins once a plugins map is given, so these two are the
+whole set. Mind its conventions: an auth result of None is ignored but a topic result of None
+*denies*. (Requests do not come through a plugin hook: hooks run fire-and-forget after the
+broker has already acknowledged the publish; see ``broker.ApplianceHandler``.)
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
 
-from amqtt.broker import BrokerContext
 from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from appliance.gateway.mqtt.topics import is_safe_client_id, may_publish, may_subscribe
@@ -51,15 +48,3 @@ class DeviceTopics(BaseTopicPlugin):
         if not allowed:
             log.warning("MQTT client %s may not %s %s", client_id, action, topic)
         return allowed
-
-
-class PipelineHook(BasePlugin[BrokerContext]):
-    """Hands every accepted publish (after the ACL) to the bridge, in arrival order."""
-
-    @dataclass
-    class Config:
-        bridge: Any = None
-
-    async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
-        if message is not None and self.config.bridge is not None:
-            self.config.bridge.received(client_id, message.topic, bytes(message.data))
