@@ -3,8 +3,9 @@
 Requests arrive through the broker's own publish flow (never a loopback client): the broker
 calls :meth:`MqttBridge.intake` for each inbound publish, which stores a valid request before
 the broker acknowledges it, in arrival order. Replies go to every MQTT client that has spoken
-in the conversation, including the origin, on its own reply topics: ``ack`` and ``reply`` at QoS 1 (queued by the
-broker for an offline persistent session), ``tokens`` at QoS 0, errors on the error topic.
+in the conversation, including the origin, on its own reply topics: ``ack`` and ``reply`` at
+QoS 1 (queued by the broker for an offline persistent session), ``tokens`` at QoS 0, errors on
+the error topic.
 """
 
 from __future__ import annotations
