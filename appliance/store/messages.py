@@ -145,6 +145,14 @@ class MessageStore:
             (MessageState.ANSWERED, MessageState.FAILED)).fetchall()
         return [MessageRecord.from_row(r) for r in rows]
 
+    def undelivered_to(self, channel: str, reply_to: str, limit: int = 1000) -> list[MessageRecord]:
+        """Finished messages whose origin has not confirmed getting the reply, oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM messages WHERE channel=? AND reply_to=? AND state IN (?, ?) "
+            "ORDER BY received LIMIT ?",
+            (channel, reply_to, MessageState.ANSWERED, MessageState.FAILED, limit)).fetchall()
+        return [MessageRecord.from_row(r) for r in rows]
+
     def after(self, conversation: str, seq: int, limit: int = 1000) -> list[MessageRecord]:
         """Messages of a conversation after ``seq``, oldest first (for resuming clients)."""
         rows = self.db.execute("SELECT * FROM messages WHERE conversation=? AND seq>? "

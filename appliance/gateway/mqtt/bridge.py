@@ -43,7 +43,7 @@ def _refusal(message_id: Any, code: str, message: str) -> dict[str, Any]:
                       "code": code, "message": message}}
 
 
-def broker_config(settings: Settings) -> dict[str, Any]:
+def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
     mqtt = settings.mqtt
     listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{mqtt.host}:{mqtt.port}"}}
     if mqtt.ws_port:
@@ -54,6 +54,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
         "plugins": {
             "appliance.gateway.mqtt.plugins.DeviceAuth": {},
             "appliance.gateway.mqtt.plugins.DeviceTopics": {},
+            "appliance.gateway.mqtt.plugins.SubscriptionHook": {"bridge": bridge},
         },
     }
 
@@ -69,9 +70,9 @@ class MqttBridge:
         self._unsubscribe = lambda: None
 
     async def start(self) -> None:
-        self.broker = ApplianceBroker(broker_config(self.settings),
+        self.broker = ApplianceBroker(broker_config(self.settings, self),
                                       offline_queue_max=self.settings.mqtt.offline_queue_max,
-                                      intake=self.intake)
+                                      intake=self.intake, acked=self.acked)
         await self.broker.start()
         self._unsubscribe = self.pipeline.hub.subscribe_all(self._on_event)
         log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,
@@ -134,7 +135,27 @@ class MqttBridge:
             "seq": record.seq, "state": str(record.state), "duplicate": not created}, qos=1)
         if not created and record.state in FINISHED:
             await self._publish(reply_topic(client_id, "reply"), reply_event(record), qos=1)
-            self.pipeline.store.mark_delivered(record, note=f"mqtt {client_id}")
+
+    def acked(self, client_id: str, topic: str, data: bytes) -> None:
+        """The device sent PUBACK for a reply or error: now it is delivered."""
+        if topic not in (reply_topic(client_id, "reply"), error_topic(client_id)):
+            return
+        try:
+            event = json.loads(data)
+            record = self.pipeline.store.get(event["conversation"], event["id"])
+        except (ValueError, KeyError, TypeError, UnknownMessage):
+            return  # an error about a payload that was never stored
+        self.pipeline.store.mark_delivered(record, note=f"mqtt PUBACK from {client_id}")
+
+    async def subscribed(self, client_id: str, topic_filter: str) -> None:
+        """A device subscribed to its replies: send what it has not acknowledged yet."""
+        if topic_filter not in (f"appliance/v1/res/{client_id}/#",
+                                reply_topic(client_id, "reply")):
+            return
+        for record in self.pipeline.store.undelivered_to("mqtt", client_id):
+            topic = (reply_topic(client_id, "reply") if reply_event(record)["type"] == "reply"
+                     else error_topic(client_id))
+            await self._publish(topic, reply_event(record), qos=1)
 
     def _remember(self, conversation: str, message_id: str, client_id: str) -> None:
         self._origins[(conversation, message_id)] = client_id
@@ -166,7 +187,7 @@ class MqttBridge:
                 await self._publish(reply_topic(client_id, "reply"), event, qos=1)
             elif kind == "error":
                 await self._publish(error_topic(client_id), event, qos=1)
-        return bool(targets) and kind in ("reply", "error")
+        return False  # delivered when the device acknowledges it (see acked)
 
     async def _publish(self, topic: str, payload: dict[str, Any], qos: int) -> None:
         if self.broker is None:

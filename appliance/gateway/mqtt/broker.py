@@ -28,12 +28,15 @@ from amqtt.session import INCOMING, OUTGOING, Session
 log = logging.getLogger(__name__)
 
 Intake = Callable[[str, str, bytes], None]
+Acked = Callable[[str, str, bytes], None]
 
 
 class ApplianceHandler(BrokerProtocolHandler):
-    def __init__(self, *args: Any, intake: Intake | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, intake: Intake | None = None, acked: Acked | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.intake = intake
+        self.acked = acked
 
     async def _handle_message_flow(self, app_message: Any) -> None:
         if app_message.direction == INCOMING and self.intake is not None and self.session:
@@ -64,6 +67,8 @@ class ApplianceHandler(BrokerProtocolHandler):
             app_message.publish_packet = packet
             app_message.puback_packet = await waiter
             session.inflight_out.pop(app_message.packet_id, None)
+            if self.acked is not None:
+                self.acked(session.client_id or "", app_message.topic, bytes(app_message.data))
         except asyncio.CancelledError:
             # The connection went away. A persistent session keeps the message in flight and
             # gets it again on reconnect; a clean one forgets it, as the spec says.
@@ -78,10 +83,11 @@ class ApplianceHandler(BrokerProtocolHandler):
 
 class ApplianceBroker(Broker):
     def __init__(self, config: Any, offline_queue_max: int, intake: Intake | None = None,
-                 **kwargs: Any) -> None:
+                 acked: Acked | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.offline_queue_max = offline_queue_max
         self.intake = intake
+        self.acked = acked
         self._flushes: set[asyncio.Future[None]] = set()
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: Any,
@@ -90,7 +96,9 @@ class ApplianceBroker(Broker):
             reader, writer, remote_address, remote_port)
         if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
-        return ApplianceHandler(self.plugins_manager, loop=self._loop, intake=self.intake), session
+        handler = ApplianceHandler(self.plugins_manager, loop=self._loop, intake=self.intake,
+                                   acked=self.acked)
+        return handler, session
 
     async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int,
                                         target_session: Session) -> None:

@@ -1,6 +1,6 @@
 """amqtt plugins: who may connect, and which topics a device may use.
 
-amqtt replaces all of its default plugins once a plugins map is given, so these two are the
+amqtt replaces all of its default plugins once a plugins map is given, so these are the
 whole set. Mind its conventions: an auth result of None is ignored but a topic result of None
 *denies*. (Requests do not come through a plugin hook: hooks run fire-and-forget after the
 broker has already acknowledged the publish; see ``broker.ApplianceHandler``.)
@@ -9,9 +9,12 @@ broker has already acknowledged the publish; see ``broker.ApplianceHandler``.)
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
+from amqtt.broker import BrokerContext
 from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from appliance.gateway.mqtt.topics import is_safe_client_id, may_publish, may_subscribe
@@ -48,3 +51,20 @@ class DeviceTopics(BaseTopicPlugin):
         if not allowed:
             log.warning("MQTT client %s may not %s %s", client_id, action, topic)
         return allowed
+
+
+class SubscriptionHook(BasePlugin[BrokerContext]):
+    """Tells the bridge when a device (re)subscribes to its replies, so that replies it has
+    not acknowledged yet (answered while it was away, or before a gateway restart) are sent."""
+
+    @dataclass
+    class Config:
+        bridge: Any = None
+
+    async def on_broker_client_subscribed(self, *, client_id: str, topic: str,
+                                          qos: int) -> None:
+        if self.config.bridge is not None:
+            try:
+                await self.config.bridge.subscribed(client_id, topic)
+            except Exception:  # hooks' exceptions are swallowed by amqtt: log them here
+                log.exception("resending replies to %s failed", client_id)
