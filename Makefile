@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APPLIANCE := $(BIN)/appliance
 
-.PHONY: help setup model run test lint bench-engine bench-ov-settings doctor lock clean
+.PHONY: help setup model run test debian-test-deps lint bench-engine bench-ov-settings doctor lock clean
 
 help:
 	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
@@ -33,7 +33,15 @@ model: setup
 run: model
 	$(APPLIANCE) up
 
-test: model
+# Debian packages the tests use as real protocol peers (mosquitto_pub/sub; mosquitto for the
+# broker benchmark). Installed once, when missing and when allowed (root).
+debian-test-deps:
+	@command -v mosquitto_pub >/dev/null && command -v mosquitto >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients mosquitto >/dev/null; \
+		else echo "install mosquitto-clients and mosquitto (apt-get) for the MQTT interop tests"; fi; }
+
+test: model debian-test-deps
 	$(BIN)/pytest
 
 lint: setup
