@@ -294,6 +294,20 @@ def bench_engine(config: ConfigOption = None,
     run(settings, tokens=tokens, out=out, console=console, rounds=rounds)
 
 
+@bench_app.command("mqtt")
+def bench_mqtt(config: ConfigOption = None,
+               messages: Annotated[int, typer.Option(help="Messages per throughput run.")] = 5000,
+               rounds: Annotated[int, typer.Option(min=1, max=20)] = 3,
+               out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                   "bench/results/mqtt.json")) -> None:
+    """Broker throughput (vs mosquitto when installed) and pipeline latency with a skill."""
+    from bench.mqtt import run
+
+    settings = _load(config).settings
+    _setup_logging()
+    run(settings, count=messages, rounds=rounds, out=out, console=console)
+
+
 @bench_app.command("ov-settings")
 def bench_ov_settings(config: ConfigOption = None,
                       tokens: Annotated[int, typer.Option(help="New tokens per stream.")] = 128,
