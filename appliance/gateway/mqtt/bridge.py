@@ -21,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance.config import Settings
 from appliance.gateway.mqtt.broker import ApplianceBroker
+from appliance.gateway.mqtt.persistence import BrokerState
 from appliance.gateway.mqtt.topics import error_topic, reply_topic, request_topic
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
+from appliance.store.db import connect
 from appliance.store.messages import UnknownMessage
 from appliance.store.states import FINISHED
 
@@ -55,6 +57,7 @@ def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
             "appliance.gateway.mqtt.plugins.DeviceAuth": {},
             "appliance.gateway.mqtt.plugins.DeviceTopics": {},
             "appliance.gateway.mqtt.plugins.SubscriptionHook": {"bridge": bridge},
+            "appliance.gateway.mqtt.persistence.RestoreState": {"state": bridge.state},
         },
     }
 
@@ -64,15 +67,19 @@ class MqttBridge:
         self.settings = settings
         self.pipeline = pipeline
         self.broker: ApplianceBroker | None = None
+        self.state: BrokerState | None = None
         self._members: dict[str, set[str]] = {}
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._tasks: set[asyncio.Future[None]] = set()
         self._unsubscribe = lambda: None
 
     async def start(self) -> None:
+        self.state = BrokerState(connect(self.settings.paths.database,
+                                         self.settings.store.synchronous),
+                                 self.settings.mqtt.session_expiry_s)
         self.broker = ApplianceBroker(broker_config(self.settings, self),
                                       offline_queue_max=self.settings.mqtt.offline_queue_max,
-                                      intake=self.intake, acked=self.acked)
+                                      intake=self.intake, acked=self.acked, state=self.state)
         await self.broker.start()
         self._unsubscribe = self.pipeline.hub.subscribe_all(self._on_event)
         log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,

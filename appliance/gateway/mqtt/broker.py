@@ -25,6 +25,8 @@ from amqtt.broker import Broker
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import INCOMING, OUTGOING, Session
 
+from appliance.gateway.mqtt.persistence import BrokerState
+
 log = logging.getLogger(__name__)
 
 Intake = Callable[[str, str, bytes], None]
@@ -83,11 +85,13 @@ class ApplianceHandler(BrokerProtocolHandler):
 
 class ApplianceBroker(Broker):
     def __init__(self, config: Any, offline_queue_max: int, intake: Intake | None = None,
-                 acked: Acked | None = None, **kwargs: Any) -> None:
+                 acked: Acked | None = None, state: BrokerState | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.offline_queue_max = offline_queue_max
         self.intake = intake
         self.acked = acked
+        self.state = state
         self._flushes: set[asyncio.Future[None]] = set()
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: Any,
@@ -96,6 +100,8 @@ class ApplianceBroker(Broker):
             reader, writer, remote_address, remote_port)
         if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
+        if self.state is not None and session.clean_session and session.client_id:
+            self.state.forget(session.client_id)
         handler = ApplianceHandler(self.plugins_manager, loop=self._loop, intake=self.intake,
                                    acked=self.acked)
         return handler, session
@@ -108,6 +114,29 @@ class ApplianceBroker(Broker):
             log.warning("offline queue of %s is full; dropped its oldest message",
                         target_session.client_id)
         await super()._retain_broadcast_message(broadcast, qos, target_session)
+        if self.state is not None and target_session.client_id:
+            self.state.queue(target_session.client_id, broadcast["topic"],
+                             bytes(broadcast["data"]), qos)
+            self.state.trim(target_session.client_id, self.offline_queue_max)
+
+    async def retain_message(self, source_session: Session | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+        await super().retain_message(source_session, topic_name, data, qos)
+        if self.state is not None and topic_name is not None:
+            self.state.retain(topic_name, bytes(data or b""), qos or 0)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        granted = await super().add_subscription(subscription, session)
+        if (self.state is not None and granted != 0x80 and not session.clean_session
+                and session.client_id):
+            self.state.subscribe(session.client_id, subscription[0], granted)
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        removed = super()._del_subscription(a_filter, session)
+        if self.state is not None and session.client_id:
+            self.state.unsubscribe(session.client_id, a_filter)
+        return removed
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         handler = self._get_handler(session)
@@ -118,6 +147,8 @@ class ApplianceBroker(Broker):
             while not session.retained_messages.empty():
                 queued = session.retained_messages.get_nowait()
                 await handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+                if self.state is not None and session.client_id:
+                    self.state.dequeue(session.client_id, queued.topic, bytes(queued.data))
 
         task = asyncio.ensure_future(flush())  # in order, without holding up the session
         self._flushes.add(task)
