@@ -221,3 +221,40 @@ def test_a_conversation_shared_with_http_reaches_the_device(appliance: Appliance
                json={"id": "h1", "conversation": conversation, "text": "/status"})
     reply = device.wait_for("/reply", lambda m: m["id"] == "h1")
     assert reply["seq"] == 2 and reply["text"].startswith("Status:")
+
+
+def test_delivered_qos_is_the_lower_of_publish_and_granted_qos(appliance: Appliance) -> None:
+    topic = f"sensors/{uuid.uuid4().hex[:6]}"
+    low = Device(appliance).connect()
+    high = Device(appliance).connect()
+    sender = Device(appliance).connect()
+    try:
+        low.client.subscribe(topic, qos=0)
+        high.client.subscribe(topic, qos=1)
+        wait(lambda: bool(low.suback) and bool(high.suback), "SUBACKs")
+        sender.client.publish(topic, b"at-qos-1", qos=1).wait_for_publish(10)
+        sender.client.publish(topic, b"at-qos-0", qos=0).wait_for_publish(10)
+        wait(lambda: len(low.received) == 2 and len(high.received) == 2, "deliveries")
+        assert [(m.payload, m.qos) for m in low.received] == [(b"at-qos-1", 0), (b"at-qos-0", 0)]
+        assert [(m.payload, m.qos) for m in high.received] == [(b"at-qos-1", 1),
+                                                                 (b"at-qos-0", 0)]
+    finally:
+        for dev in (low, high, sender):
+            dev.close()
+
+
+def test_overlapping_subscriptions_deliver_once_at_the_highest_granted_qos(
+        appliance: Appliance) -> None:
+    room = uuid.uuid4().hex[:6]
+    listener = Device(appliance).connect()
+    sender = Device(appliance).connect()
+    try:
+        listener.client.subscribe([(f"rooms/{room}/#", 0), (f"rooms/{room}/+/temp", 1)])
+        wait(lambda: bool(listener.suback), "SUBACK")
+        sender.client.publish(f"rooms/{room}/a/temp", b"21.5", qos=1).wait_for_publish(10)
+        wait(lambda: bool(listener.received), "the delivery")
+        time.sleep(0.5)  # a second copy would have arrived by now
+        assert [(m.payload, m.qos) for m in listener.received] == [(b"21.5", 1)]
+    finally:
+        listener.close()
+        sender.close()

@@ -8,6 +8,9 @@ Read from amqtt 0.12.1's source (pinned; re-check these overrides on any upgrade
   when it reconnects (MQTT-4.4.0-1);
 - offline queues: bounded (the oldest message goes first) instead of unbounded, and flushed in
   order with ``retain=False`` instead of all at once marked retained;
+- delivered QoS: the stock broker sends at the subscriber's granted QoS (or the forced one),
+  and once per matching subscription; here each subscriber gets a message once, at
+  min(publish QoS, highest granted QoS among its matching subscriptions) (MQTT-3.3.5-1, 4.3);
 - intake before acknowledgement: stock amqtt sends PUBACK before any plugin sees a message, so
   a crash in between loses a message the device believes delivered. Here a request is stored
   (through ``intake``) before the broker's own flow, and so before PUBACK.
@@ -16,12 +19,16 @@ Read from amqtt 0.12.1's source (pinned; re-check these overrides on any upgrade
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import INCOMING, OUTGOING, Session
 
@@ -83,6 +90,10 @@ class ApplianceHandler(BrokerProtocolHandler):
             self._puback_waiters.pop(app_message.packet_id, None)
 
 
+_PUBLISH_QOS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "publish_qos", default=None)
+
+
 class ApplianceBroker(Broker):
     def __init__(self, config: Any, offline_queue_max: int, intake: Intake | None = None,
                  acked: Acked | None = None, state: BrokerState | None = None,
@@ -93,6 +104,47 @@ class ApplianceBroker(Broker):
         self.acked = acked
         self.state = state
         self._flushes: set[asyncio.Future[None]] = set()
+
+    async def _handle_message_delivery(self, client_session: Session, handler: Any,
+                                       wait_deliver: asyncio.Future[Any]) -> bool:
+        # Each client's message loop is its own task: the context variable is per client.
+        message = wait_deliver.result()
+        _PUBLISH_QOS.set(message.qos if message is not None else None)
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
+    async def _broadcast_message(self, session: Session | None, topic: str | None,
+                                 data: bytes | bytearray | None,
+                                 force_qos: int | None = None) -> None:
+        qos = force_qos if force_qos is not None else _PUBLISH_QOS.get()
+        await super()._broadcast_message(session, topic, data, qos)
+
+    async def _run_broadcast(self, running_tasks: deque[Any]) -> None:
+        """The stock delivery loop, with one delivery per subscriber at the right QoS."""
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        published_qos = broadcast.get("qos", QOS_2)
+        targets: dict[int, tuple[Session, int]] = {}
+        for topic_filter, subscriptions in self._subscriptions.items():
+            if not self._matches(topic, topic_filter):
+                continue
+            for target, granted in subscriptions:
+                best = max(granted, targets.get(id(target), (target, -1))[1])
+                targets[id(target)] = (target, best)
+        for target, granted in targets.values():
+            qos = min(published_qos, granted)
+            if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
+                continue
+            connected = target.transitions.state == "connected"
+            if (not connected and not target.clean_session and qos in (QOS_1, QOS_2)
+                    and not target.is_anonymous):
+                await self._retain_broadcast_message(broadcast, qos, target)
+                continue
+            if not connected:
+                continue
+            handler = self._get_handler(target)
+            if handler:
+                running_tasks.append(asyncio.ensure_future(
+                    handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)))
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: Any,
                                          remote_port: Any) -> tuple[Any, Session]:
