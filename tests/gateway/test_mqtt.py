@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -258,3 +259,62 @@ def test_overlapping_subscriptions_deliver_once_at_the_highest_granted_qos(
     finally:
         listener.close()
         sender.close()
+
+
+class RawClient:
+    """Just enough MQTT 3.1.1 on a bare socket to play a device that never answers a QoS 2
+    PUBLISH (paho would send PUBREC by itself)."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        name = client_id.encode()
+        body = (b"\x00\x04MQTT\x04\x00\x00\x3c" + len(name).to_bytes(2, "big") + name)
+        self.sock.sendall(b"\x10" + bytes([len(body)]) + body)  # CONNECT, clean session 0
+        kind, _ = self.read()
+        assert kind == 0x20  # CONNACK
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        name = topic.encode()
+        body = b"\x00\x01" + len(name).to_bytes(2, "big") + name + bytes([qos])
+        self.sock.sendall(b"\x82" + bytes([len(body)]) + body)
+        kind, _ = self.read()
+        assert kind == 0x90  # SUBACK
+
+    def read(self) -> tuple[int, bytes]:
+        first = self.sock.recv(1)[0]
+        length, shift = 0, 0
+        while True:
+            byte = self.sock.recv(1)[0]
+            length += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        data = b""
+        while len(data) < length:
+            data += self.sock.recv(length - len(data))
+        return first, data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_unacknowledged_qos2_message_is_redelivered_after_reconnect(
+        appliance: Appliance) -> None:
+    topic = f"orders/{uuid.uuid4().hex[:6]}"
+    client_id = f"q2-{uuid.uuid4().hex[:6]}"
+    silent = RawClient(appliance.mqtt_port, client_id)
+    silent.subscribe(topic, 2)
+    sender = Device(appliance).connect()
+    sender.client.publish(topic, b"exactly-once", qos=2).wait_for_publish(10)
+    sender.close()
+    header, _ = silent.read()
+    assert header & 0xF0 == 0x30 and (header >> 1) & 0x03 == 2  # PUBLISH at QoS 2
+    time.sleep(6)  # no PUBREC: stock amqtt gives up after 5 s and forgets the message
+    silent.close()
+    again = RawClient(appliance.mqtt_port, client_id)
+    try:
+        header, payload = again.read()
+        assert header & 0xF0 == 0x30 and header & 0x08  # PUBLISH again, DUP set
+        assert payload.endswith(b"exactly-once")
+    finally:
+        again.close()

@@ -3,9 +3,9 @@
 Read from amqtt 0.12.1's source (pinned; re-check these overrides on any upgrade):
 - keepalive: the stock reader notices a silent client but does nothing; here the connection
   is closed after 1.5 x keepalive (MQTT-3.1.2-24), which also publishes the client's will;
-- QoS 1 to subscribers: the stock flow drops a message 5 s after sending it, acknowledged or
-  not; here it stays in flight until PUBACK, and a persistent session gets it again, with DUP,
-  when it reconnects (MQTT-4.4.0-1);
+- QoS 1 and 2 to subscribers: the stock flows drop a message 5 s after sending it,
+  acknowledged or not; here it stays in flight until PUBACK (PUBCOMP), and a persistent session
+  gets it again when it reconnects: PUBLISH with DUP, or PUBREL once PUBREC came (MQTT-4.4.0-1);
 - offline queues: bounded (the oldest message goes first) instead of unbounded, and flushed in
   order with ``retain=False`` instead of all at once marked retained;
 - delivered QoS: the stock broker sends at the subscriber's granted QoS (or the forced one),
@@ -30,6 +30,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import INCOMING, OUTGOING, Session
 
 from appliance.gateway.mqtt.persistence import BrokerState
@@ -88,6 +89,39 @@ class ApplianceHandler(BrokerProtocolHandler):
                 raise
         finally:
             self._puback_waiters.pop(app_message.packet_id, None)
+
+    async def _handle_qos2_message_flow(self, app_message: Any) -> None:
+        if app_message.direction != OUTGOING or self.session is None:
+            await super()._handle_qos2_message_flow(app_message)
+            return
+        session = self.session
+        packet_id = app_message.packet_id
+        session.inflight_out[packet_id] = app_message
+        try:
+            if app_message.pubrec_packet is None:  # PUBLISH (again, with DUP, after reconnect)
+                pubrec: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                self._pubrec_waiters[packet_id] = pubrec
+                packet = app_message.build_publish_packet(
+                    dup=app_message.publish_packet is not None)
+                await self._send_packet(packet)
+                app_message.publish_packet = packet
+                app_message.pubrec_packet = await pubrec
+            if app_message.pubcomp_packet is None:  # PUBREL (again, after reconnect)
+                pubcomp: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                self._pubcomp_waiters[packet_id] = pubcomp
+                app_message.pubrel_packet = PubrelPacket.build(packet_id)
+                await self._send_packet(app_message.pubrel_packet)
+                app_message.pubcomp_packet = await pubcomp
+            session.inflight_out.pop(packet_id, None)
+        except asyncio.CancelledError:
+            if session.clean_session:
+                session.inflight_out.pop(packet_id, None)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        finally:
+            self._pubrec_waiters.pop(packet_id, None)
+            self._pubcomp_waiters.pop(packet_id, None)
 
 
 _PUBLISH_QOS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
