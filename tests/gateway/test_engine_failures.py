@@ -89,12 +89,13 @@ def test_a_full_admission_queue_answers_429_with_retry_after(
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_engine_slot(appliance: Appliance) -> None:
+    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=60)  # others' work done
     stream = api(appliance).chat.completions.create(model=MODEL, messages=LONG, stream=True,
                                                     max_tokens=4000)
     next(iter(stream))
     wait_for(lambda: engine_load(appliance)["active"] >= 1, timeout=10)
     stream.close()
-    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=15)
+    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=30)
 
 
 def test_a_non_streaming_client_that_hangs_up_frees_its_engine_slot(appliance: Appliance) -> None:
@@ -103,11 +104,12 @@ def test_a_non_streaming_client_that_hangs_up_frees_its_engine_slot(appliance: A
             httpx.post(f"{appliance.base_url}/v1/chat/completions", timeout=2,
                        json={"model": MODEL, "messages": LONG, "max_tokens": 4000})
 
+    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=60)  # others' work done
     thread = threading.Thread(target=impatient)
     thread.start()
     wait_for(lambda: engine_load(appliance)["active"] >= 1, timeout=10)
     thread.join()
-    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=15)
+    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=30)
 
 
 def test_metrics_report_requests_latency_ttft_tokens_and_queue(appliance: Appliance) -> None:
