@@ -65,8 +65,7 @@ def serve_broker(port: int) -> None:
 
     async def main() -> None:
         config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                  "plugins": {"appliance.gateway.mqtt.plugins.DeviceAuth": {},
-                              "appliance.gateway.mqtt.plugins.DeviceTopics": {}}}
+                  "plugins": {"appliance.gateway.mqtt.plugins.DeviceAuth": {}}}
         broker = ApplianceBroker(config, offline_queue_max=1000)
         await broker.start()
         stop = asyncio.Event()

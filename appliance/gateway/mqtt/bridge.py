@@ -55,7 +55,6 @@ def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
         "session_expiry_interval": mqtt.session_expiry_s,
         "plugins": {
             "appliance.gateway.mqtt.plugins.DeviceAuth": {},
-            "appliance.gateway.mqtt.plugins.DeviceTopics": {},
             "appliance.gateway.mqtt.plugins.SubscriptionHook": {"bridge": bridge},
             "appliance.gateway.mqtt.persistence.RestoreState": {"state": bridge.state},
         },

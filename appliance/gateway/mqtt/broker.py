@@ -34,6 +34,7 @@ from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import INCOMING, OUTGOING, Session
 
 from appliance.gateway.mqtt.persistence import BrokerState
+from appliance.gateway.mqtt.topics import may_publish, may_subscribe
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,20 @@ class ApplianceBroker(Broker):
         self.acked = acked
         self.state = state
         self._flushes: set[asyncio.Future[None]] = set()
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        """The device ACL of ``topics``, called directly: amqtt's plugin path costs a gather and
+        several tasks per check, and it runs for every publish and every delivery."""
+        if action == Action.RECEIVE:
+            return True
+        client_id = session.client_id or ""
+        if action == Action.PUBLISH:
+            allowed = may_publish(client_id, topic)
+        else:
+            allowed = may_subscribe(client_id, topic)
+        if not allowed:
+            log.warning("MQTT client %s may not %s %s", client_id, action.value, topic)
+        return allowed
 
     async def _handle_message_delivery(self, client_session: Session, handler: Any,
                                        wait_deliver: asyncio.Future[Any]) -> bool:

@@ -1,9 +1,10 @@
-"""amqtt plugins: who may connect, and which topics a device may use.
+"""amqtt plugins: who may connect, and the subscription hook of the bridge.
 
-amqtt replaces all of its default plugins once a plugins map is given, so these are the
-whole set. Mind its conventions: an auth result of None is ignored but a topic result of None
-*denies*. (Requests do not come through a plugin hook: hooks run fire-and-forget after the
-broker has already acknowledged the publish; see ``broker.ApplianceHandler``.)
+amqtt replaces all of its default plugins once a plugins map is given, so these are the whole
+set. Topic rights are not a plugin: ``ApplianceBroker._topic_filtering`` applies ``topics``
+directly, as the plugin path costs several tasks per message. Requests do not come through a
+plugin hook either: hooks run fire-and-forget after the broker has already acknowledged the
+publish (see ``broker.ApplianceHandler``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from amqtt.broker import BrokerContext
-from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin, BasePlugin
 from amqtt.session import Session
 
-from appliance.gateway.mqtt.topics import is_safe_client_id, may_publish, may_subscribe
+from appliance.gateway.mqtt.topics import is_safe_client_id
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,6 @@ class DeviceAuth(BaseAuthPlugin):
                         session.client_id)
             return False
         return True
-
-
-class DeviceTopics(BaseTopicPlugin):
-    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
-                              action: Action | None = None) -> bool:
-        client_id = session.client_id if session else ""
-        if action == Action.PUBLISH:
-            allowed = may_publish(client_id, topic or "")
-        elif action == Action.SUBSCRIBE:
-            allowed = may_subscribe(client_id, topic or "")
-        else:
-            return True  # RECEIVE: must be an explicit True, None would deny every delivery
-        if not allowed:
-            log.warning("MQTT client %s may not %s %s", client_id, action, topic)
-        return allowed
 
 
 class SubscriptionHook(BasePlugin[BrokerContext]):
