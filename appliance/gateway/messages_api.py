@@ -106,5 +106,9 @@ async def get_message(conversation: str, message_id: str, request: Request) -> d
 async def list_messages(conversation: str, request: Request,
                         after_seq: int = Query(0, ge=0),
                         limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    records = request.app.state.pipeline.store.after(conversation, after_seq, limit)
+    store = request.app.state.pipeline.store
+    if not store.has_conversation(conversation):
+        raise APIError(404, f"no conversation {conversation!r} on this appliance",
+                       code="conversation_not_found")
+    records = store.after(conversation, after_seq, limit)
     return {"conversation": conversation, "messages": [r.to_json() for r in records]}

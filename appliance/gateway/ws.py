@@ -113,6 +113,10 @@ class Session:
             await self._deliver(record)
 
     async def _resume(self, resume: WsResume) -> None:
+        if resume.last_seq and not self.pipeline.store.has_conversation(resume.conversation):
+            await self.error("unknown_conversation", f"no conversation {resume.conversation!r} "
+                             "to resume; resume with last_seq 0 to wait for its first message")
+            return
         self.subscribe(resume.conversation)
         for record in self.pipeline.store.after(resume.conversation, resume.last_seq):
             if record.state in FINISHED:

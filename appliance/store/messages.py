@@ -153,6 +153,10 @@ class MessageStore:
             (channel, reply_to, MessageState.ANSWERED, MessageState.FAILED, limit)).fetchall()
         return [MessageRecord.from_row(r) for r in rows]
 
+    def has_conversation(self, conversation: str) -> bool:
+        return self.db.execute("SELECT 1 FROM conversations WHERE id=?",
+                               (conversation,)).fetchone() is not None
+
     def after(self, conversation: str, seq: int, limit: int = 1000) -> list[MessageRecord]:
         """Messages of a conversation after ``seq``, oldest first (for resuming clients)."""
         rows = self.db.execute("SELECT * FROM messages WHERE conversation=? AND seq>? "

@@ -126,3 +126,13 @@ def test_a_duplicate_over_websocket_gets_the_stored_reply(appliance: Appliance) 
     first, second = asyncio.run(scenario())
     assert second[0]["duplicate"] is True
     assert second[-1]["text"] == first[-1]["text"] and second[-1]["seq"] == first[-1]["seq"]
+
+
+def test_resuming_an_unknown_conversation_is_an_error(appliance: Appliance) -> None:
+    async def scenario() -> dict:
+        async with websockets.connect(ws_url(appliance)) as socket:
+            await socket.send(json.dumps({"type": "resume", "conversation": "nobody-here",
+                                          "last_seq": 4}))
+            return json.loads(await asyncio.wait_for(socket.recv(), 10))
+
+    assert asyncio.run(scenario())["code"] == "unknown_conversation"

@@ -116,3 +116,9 @@ def test_an_unknown_message_is_404(appliance: Appliance) -> None:
     response = httpx.get(f"{appliance.base_url}/v1/conversations/nope/messages/nothing")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "message_not_found"
+
+
+def test_listing_an_unknown_conversation_is_404(appliance: Appliance) -> None:
+    response = httpx.get(f"{appliance.base_url}/v1/conversations/never-seen/messages")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "conversation_not_found"
