@@ -23,6 +23,7 @@ from appliance.engine.jobs import Admission, Job, Load, generation_config
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
+JOIN_WINDOW_S = 0.005
 METRICS_EVERY_STEPS = 64  # get_metrics() is not free; the load report can lag a little
 
 
@@ -68,7 +69,13 @@ class ContinuousBatchingBackend:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                self._drain_intake(block=not self._jobs)
+                was_idle = not self._jobs
+                self._drain_intake(block=was_idle)
+                if was_idle and self._jobs:
+                    # Requests tend to arrive in bursts: a few ms lets the rest of a burst
+                    # join the first step, so their prompts are prefilled together.
+                    time.sleep(JOIN_WINDOW_S)
+                    self._drain_intake(block=False)
                 if self._jobs:
                     self._pipeline.step()
                     self._steps += 1
