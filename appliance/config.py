@@ -39,6 +39,13 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest accepted request body; bigger gets HTTP 413."
     )
+    stream_interval_ms: int = Field(
+        40, ge=0, le=1000,
+        description="When busy, a stream's tokens are sent at most this often (0: each token).",
+    )
+    stream_busy_at: int = Field(
+        4, ge=1, description="Generations in the engine from which the gateway counts as busy."
+    )
 
 
 class MqttSettings(_Section):

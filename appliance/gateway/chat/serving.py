@@ -154,10 +154,20 @@ class ChatService:
             }
 
         yield chunk({"role": "assistant", "content": ""})
+        interval = self.settings.http.stream_interval_ms / 1000
+        held: list[str] = []
+        last_sent = 0.0
         async for event in self._events(generation, started):
             if event["event"] == "token":
-                yield chunk({"content": event["text"]})
+                held.append(event["text"])
+                now = time.monotonic()
+                busy = self.client.load.get("active", 0) >= self.settings.http.stream_busy_at
+                if not busy or now - last_sent >= interval:
+                    yield chunk({"content": "".join(held)})
+                    held, last_sent = [], now
                 continue
+            if held:
+                yield chunk({"content": "".join(held)})
             yield chunk({}, event.get("finish_reason", "stop"))
             if request.stream_options and request.stream_options.include_usage:
                 prompt = int(event.get("prompt_tokens", 0))
