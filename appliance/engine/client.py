@@ -146,8 +146,11 @@ class EngineClient:
             self._send({"op": "generate", **params})
             first = await asyncio.wait_for(queue.get(), self.health_timeout_s * 6)
         except (TimeoutError, ConnectionError) as exc:
-            self._pending.pop(gen_id, None)
+            await self.abort(gen_id)  # it may still be admitted: nobody would read it
             raise EngineUnavailable("the engine did not answer") from exc
+        except asyncio.CancelledError:
+            await self.abort(gen_id)
+            raise
         if first.get("event") == "_lost":
             self._pending.pop(gen_id, None)
             raise EngineUnavailable("the engine went away")

@@ -58,14 +58,17 @@ class Session:
         self.finished_sent: set[tuple[str, int]] = set()
 
     async def send(self, event: dict[str, Any]) -> bool:
+        async with self.send_lock:
+            await self._send_unlocked(event)
+        return True
+
+    async def _send_unlocked(self, event: dict[str, Any]) -> None:
         if event.get("type") in ("reply", "error") and "seq" in event:
             key = (event["conversation"], event["seq"])
             if key in self.finished_sent:
-                return True
+                return
             self.finished_sent.add(key)
-        async with self.send_lock:
-            await self.socket.send_text(json.dumps(event, ensure_ascii=False))
-        return True
+        await self.socket.send_text(json.dumps(event, ensure_ascii=False))
 
     def subscribe(self, conversation: str) -> None:
         if conversation not in self.unsubscribe:
@@ -117,10 +120,14 @@ class Session:
             await self.error("unknown_conversation", f"no conversation {resume.conversation!r} "
                              "to resume; resume with last_seq 0 to wait for its first message")
             return
-        self.subscribe(resume.conversation)
-        for record in self.pipeline.store.after(resume.conversation, resume.last_seq):
-            if record.state in FINISHED:
-                await self._deliver(record)
+        # Under the send lock: a reply produced meanwhile waits, then follows in order (and is
+        # skipped if the replay already sent it).
+        async with self.send_lock:
+            self.subscribe(resume.conversation)
+            for record in self.pipeline.store.after(resume.conversation, resume.last_seq):
+                if record.state in FINISHED:
+                    await self._send_unlocked(reply_event(record))
+                    self.pipeline.store.mark_delivered(record, note="websocket")
 
     async def _deliver(self, record: Any) -> None:
         await self.send(reply_event(record))
@@ -138,7 +145,13 @@ async def chat_socket(socket: WebSocket) -> None:
     session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars)
     try:
         while True:
-            await session.handle(await socket.receive_text())
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is not None:
+                await session.handle(message["text"])
+            else:
+                await session.error("invalid_message", "send JSON text frames, not binary")
     except WebSocketDisconnect:
         pass
     finally:

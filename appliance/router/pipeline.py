@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from appliance.config import Settings
@@ -75,9 +77,16 @@ class Pipeline:
         """Accept a message; returns its record and whether it was new."""
         return self.accept(envelope)
 
-    def accept(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
-        """:meth:`submit` for callers that must not yield before the message is stored."""
+    def accept(self, envelope: Envelope,
+               before_processing: Callable[[MessageRecord, bool], None] | None = None
+               ) -> tuple[MessageRecord, bool]:
+        """:meth:`submit` for callers that must not yield before the message is stored.
+
+        ``before_processing`` runs after storing and before the message is queued, e.g. to
+        schedule an acknowledgement that must go out before any reply."""
         record, created = self.store.accept(envelope)
+        if before_processing is not None:
+            before_processing(record, created)
         if created:
             self._enqueue(record)
         return record, created
@@ -102,8 +111,9 @@ class Pipeline:
                     await self._process(record)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # one bad message must not stall its conversation
+                except Exception as exc:  # one bad message must not stall its conversation
                     log.exception("message %s/%s failed", conversation, record.id)
+                    await self._fail(record, exc)
         finally:
             # No await between the empty check and this cleanup: nothing can slip in unseen.
             self._workers.pop(conversation, None)
@@ -128,8 +138,22 @@ class Pipeline:
             record = self.store.move(record, MessageState.ANSWERED, intent=intent.label,
                                      reply=reply)
         taken = await self.hub.publish(record.conversation, reply_event(record))
-        if taken:
+        if taken and record.channel != "mqtt":  # an MQTT origin confirms with its PUBACK
             self.store.mark_delivered(record, note=f"{taken} listener(s)")
+
+    async def _fail(self, record: MessageRecord, exc: Exception) -> None:
+        """Best effort: record the failure and tell the listeners, so nobody waits forever."""
+        try:
+            current = self.store.get(record.conversation, record.id)
+            if current.state in (MessageState.RECEIVED, MessageState.PROCESSING):
+                if current.state is MessageState.RECEIVED:
+                    current = self.store.move(current, MessageState.PROCESSING)
+                current = self.store.move(current, MessageState.FAILED, note="internal error",
+                                          error=f"internal_error: {exc}")
+                await self.hub.publish(record.conversation, reply_event(current))
+        except Exception:
+            log.exception("could not record the failure of %s/%s", record.conversation,
+                          record.id)
 
     def _prompt(self, record: MessageRecord) -> list[dict[str, str]]:
         turns = self.store.history(record.conversation, record.seq,
@@ -146,7 +170,7 @@ class Pipeline:
         attempt = 0
         while True:
             attempt += 1
-            params = {"id": f"msg-{record.conversation}-{record.seq}-{attempt}",
+            params = {"id": f"msg-{uuid.uuid4().hex}",
                       "messages": self._prompt(record),
                       "temperature": self.settings.engine.default_temperature}
             parts: list[str] = []

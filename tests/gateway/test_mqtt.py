@@ -111,6 +111,14 @@ def test_a_request_gets_an_ack_streamed_tokens_and_the_reply(device: Device) -> 
     assert "Paris" in reply["text"] and reply["text"] == "".join(tokens)
 
 
+def test_the_ack_comes_before_the_reply_even_for_instant_commands(device: Device) -> None:
+    device.request({"id": "fast", "text": "/help"})
+    device.wait_for("/reply")
+    with device.lock:
+        order = [m.topic.rsplit("/", 1)[-1] for m in device.received]
+    assert order.index("ack") < order.index("reply")
+
+
 def test_a_resent_id_gets_the_stored_reply(device: Device) -> None:
     device.request({"id": "d1", "text": "/help"})
     first = device.wait_for("/reply")
@@ -128,6 +136,8 @@ def test_a_resent_id_gets_the_stored_reply(device: Device) -> None:
     ({"id": "a/b/#", "text": "hi"}, "invalid_message", "id"),
     ({"id": "x", "text": "   "}, "invalid_message", "not blank"),
     ({"id": "x", "text": "y" * 70_000}, "payload_too_large", "limit is 65536"),
+    (b"[" * 2000, "invalid_json", "not valid JSON"),
+    (b"1" * 5000, "invalid_json", "not valid JSON"),
 ])
 def test_a_bad_payload_gets_an_error_naming_it_and_nothing_else_is_lost(
         device: Device, payload: Any, code: str, words: str) -> None:
@@ -139,8 +149,9 @@ def test_a_bad_payload_gets_an_error_naming_it_and_nothing_else_is_lost(
 
 
 def test_a_device_cannot_subscribe_to_another_devices_replies(device: Device) -> None:
-    codes = device.subscribe("appliance/v1/res/someone-else/#", "appliance/#", "#")
-    assert [getattr(c, "value", c) for c in codes] == [0x80, 0x80, 0x80]
+    codes = device.subscribe("appliance/v1/res/someone-else/#", "appliance/#", "#",
+                             f"appliance/v1/err/{device.id}x", f"appliance/v1/res/{device.id}x/#")
+    assert [getattr(c, "value", c) for c in codes] == [0x80] * 5
 
 
 def test_a_device_cannot_publish_as_another_device(appliance: Appliance, device: Device) -> None:

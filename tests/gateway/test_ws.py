@@ -136,3 +136,17 @@ def test_resuming_an_unknown_conversation_is_an_error(appliance: Appliance) -> N
             return json.loads(await asyncio.wait_for(socket.recv(), 10))
 
     assert asyncio.run(scenario())["code"] == "unknown_conversation"
+
+
+def test_a_binary_frame_gets_an_error_and_the_socket_keeps_working(appliance: Appliance) -> None:
+    async def scenario() -> list[dict]:
+        async with websockets.connect(ws_url(appliance)) as socket:
+            await socket.send(b"\x00\x01binary")
+            error = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            await socket.send(json.dumps({"type": "message", "id": "t",
+                                          "conversation": f"ws-{uuid.uuid4().hex[:8]}",
+                                          "text": "/help"}))
+            return [error, *await until(socket, ("reply",))]
+
+    frames = asyncio.run(scenario())
+    assert frames[0]["code"] == "invalid_message" and frames[-1]["type"] == "reply"

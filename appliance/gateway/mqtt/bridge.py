@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -98,19 +99,27 @@ class MqttBridge:
         """
         if topic != request_topic(client_id):
             return
-        outcome = self._accept(client_id, data)
-        task = asyncio.ensure_future(self._answer(client_id, outcome))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    def _accept(self, client_id: str, data: bytes) -> dict[str, Any]:
+        def answer(outcome: dict[str, Any]) -> None:
+            # Scheduled before the conversation's worker: the ack precedes any reply.
+            task = asyncio.ensure_future(self._answer(client_id, outcome))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        refusal = self._accept(client_id, data, answer)
+        if refusal is not None:
+            answer(refusal)
+
+    def _accept(self, client_id: str, data: bytes,
+                answer: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+        """Store a valid request (its answer scheduled on the way); or return the refusal."""
         limit = self.settings.mqtt.max_payload_bytes
         if len(data) > limit:
             return _refusal(None, "payload_too_large",
                             f"payload has {len(data)} bytes; the limit is {limit}")
         try:
             raw = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UTF-8, int limits, nesting
             return _refusal(None, "invalid_json", f"payload is not valid JSON: {exc}")
         message_id = raw.get("id") if isinstance(raw, dict) else None
         try:
@@ -126,10 +135,12 @@ class MqttBridge:
         conversation = request.conversation or client_id
         self._members.setdefault(conversation, set()).add(client_id)
         self._remember(conversation, request.id, client_id)
-        record, created = self.pipeline.accept(Envelope(
-            id=request.id, conversation=conversation, channel="mqtt", sender=client_id,
-            reply_to=client_id, text=request.text))
-        return {"record": record, "created": created}
+        self.pipeline.accept(
+            Envelope(id=request.id, conversation=conversation, channel="mqtt", sender=client_id,
+                     reply_to=client_id, text=request.text),
+            before_processing=lambda record, created: answer(
+                {"record": record, "created": created}))
+        return None
 
     async def _answer(self, client_id: str, outcome: dict[str, Any]) -> None:
         if "error" in outcome:
@@ -151,6 +162,8 @@ class MqttBridge:
             record = self.pipeline.store.get(event["conversation"], event["id"])
         except (ValueError, KeyError, TypeError, UnknownMessage):
             return  # an error about a payload that was never stored
+        if record.channel == "mqtt" and record.reply_to != client_id:
+            return  # another member of the conversation got it; the origin has not
         self.pipeline.store.mark_delivered(record, note=f"mqtt PUBACK from {client_id}")
 
     async def subscribed(self, client_id: str, topic_filter: str) -> None:

@@ -11,8 +11,9 @@ Read from amqtt 0.12.1's source (pinned; re-check these overrides on any upgrade
 - delivered QoS: the stock broker sends at the subscriber's granted QoS (or the forced one),
   and once per matching subscription; here each subscriber gets a message once, at
   min(publish QoS, highest granted QoS among its matching subscriptions) (MQTT-3.3.5-1, 4.3);
-- latency: TCP_QUICKACK re-armed after every read, so a device with Nagle on (paho's
-  default) does not wait ~40 ms for a delayed ACK on each QoS 1 round trip;
+- latency: an immediate ACK (TCP_QUICKACK) when a device acknowledges our last in-flight
+  message, so a device with Nagle on (paho's default) does not wait ~40 ms for a delayed ACK
+  on each QoS 1 round trip;
 - intake before acknowledgement: stock amqtt sends PUBACK before any plugin sees a message, so
   a crash in between loses a message the device believes delivered. Here a request is stored
   (through ``intake``) before the broker's own flow, and so before PUBACK.
@@ -30,7 +31,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.mqtt.constants import QOS_1, QOS_2
@@ -44,6 +44,7 @@ from appliance.gateway.mqtt.topics import may_publish, may_subscribe
 log = logging.getLogger(__name__)
 
 Intake = Callable[[str, str, bytes], None]
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 Acked = Callable[[str, str, bytes], None]
 
 
@@ -96,6 +97,25 @@ class ApplianceHandler(BrokerProtocolHandler):
         finally:
             self._puback_waiters.pop(app_message.packet_id, None)
 
+    async def handle_puback(self, puback: Any) -> None:
+        await super().handle_puback(puback)
+        if self.session is not None and len(self.session.inflight_out) <= 1:
+            self._ack_now()
+
+    def _ack_now(self) -> None:
+        """The device acknowledged our last message and may be waiting to send its next one.
+
+        Most device libraries (paho among them) leave Nagle on: a device that answers a QoS 1
+        delivery with PUBACK and then publishes would have that publish held until our
+        kernel's delayed ACK, ~40 ms per round trip (measured). TCP_QUICKACK sends the ACK now.
+        Only when nothing else is in flight, so a busy subscriber keeps the kernel's batching.
+        """
+        stream = getattr(self.writer, "_writer", None)
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None and QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+
     async def _handle_qos2_message_flow(self, app_message: Any) -> None:
         if app_message.direction != OUTGOING or self.session is None:
             await super()._handle_qos2_message_flow(app_message)
@@ -130,30 +150,6 @@ class ApplianceHandler(BrokerProtocolHandler):
             self._pubcomp_waiters.pop(packet_id, None)
 
 
-class QuickAckReader(StreamReaderAdapter):
-    """Re-arms TCP_QUICKACK after every read (Linux clears it again by itself).
-
-    Most device libraries (paho among them) leave Nagle on. A device that answers a QoS 1
-    delivery with PUBACK and then publishes its next request would have that request held
-    until the broker's kernel sent its delayed ACK: ~40 ms per round trip, measured. Acking at
-    once costs a few empty segments and brings a round trip back to about a millisecond.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, sock: socket.socket | None) -> None:
-        super().__init__(reader)
-        self._sock = sock
-
-    async def read(self, n: int = -1) -> bytes:
-        data = await super().read(n)
-        # Only when the device's bytes are all consumed, i.e. when it may be waiting on us: a
-        # busy stream (high throughput) keeps the kernel's own ACK batching.
-        if self._sock is not None and QUICKACK is not None and not self._reader._buffer:
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
-        return data
-
-
-QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 DRAIN_BATCH = 64
 
 _PUBLISH_QOS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -170,12 +166,6 @@ class ApplianceBroker(Broker):
         self.acked = acked
         self.state = state
         self._flushes: set[asyncio.Future[None]] = set()
-
-    async def stream_connected(self, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter, listener_name: str) -> None:
-        sock = writer.get_extra_info("socket")
-        await self._client_connected(listener_name, QuickAckReader(reader, sock),
-                                     StreamWriterAdapter(writer))
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         """The device ACL of ``topics``, called directly: amqtt's plugin path costs a gather and

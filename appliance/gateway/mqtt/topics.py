@@ -41,9 +41,8 @@ def may_publish(client_id: str, topic: str) -> bool:
 def may_subscribe(client_id: str, topic_filter: str) -> bool:
     """Only one's own replies and errors inside the appliance namespace; a wildcard that
     would reach into it (``#``, ``appliance/#``, ``appliance/v1/res/+/...``) is refused."""
-    own = (f"{PREFIX}/res/{client_id}/", error_topic(client_id))
-    if topic_filter.startswith(own) or topic_filter in (
-            f"{PREFIX}/res/{client_id}/#", error_topic(client_id)):
+    if topic_filter == error_topic(client_id) or topic_filter.startswith(
+            f"{PREFIX}/res/{client_id}/"):
         return True
     reaches_in = _filter_matches_prefix(topic_filter, PREFIX.split("/"))
     return not reaches_in
