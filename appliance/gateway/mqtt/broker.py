@@ -292,7 +292,15 @@ class ApplianceBroker(Broker):
         async def flush() -> None:
             while not session.retained_messages.empty():
                 queued = session.retained_messages.get_nowait()
-                await handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+                sent = await handler.mqtt_publish(queued.topic, queued.data, queued.qos,
+                                                  retain=False)
+                acknowledged = queued.qos == 0 or (
+                    sent is not None and (sent.puback_packet is not None
+                                          or sent.pubcomp_packet is not None))
+                if not acknowledged:
+                    # The device went away mid-flush: the message stays in flight in memory
+                    # and in the database; the rest stays queued for the next connection.
+                    return
                 if self.state is not None and session.client_id:
                     self.state.dequeue(session.client_id, queued.topic, bytes(queued.data))
 
