@@ -82,7 +82,7 @@ def up(config: ConfigOption = None) -> None:
         return Backoff(sup.backoff_initial_s, sup.backoff_max_s, sup.stable_after_s)
 
     async def announce() -> None:
-        await _announce_when_ready(settings.http.host, settings.http.port, settings.engine.model)
+        await _announce_when_ready(settings)
 
     supervisor = Supervisor(specs, backoff, sup.stop_timeout_s)
     asyncio.run(supervisor.run(announce))
@@ -102,9 +102,10 @@ def _check_port_free(host: str, port: int, setting: str) -> None:
             raise typer.Exit(2) from None
 
 
-async def _announce_when_ready(host: str, port: int, model: str) -> None:
+async def _announce_when_ready(settings: config_module.Settings) -> None:
     import httpx
 
+    host, port, model = settings.http.host, settings.http.port, settings.engine.model
     base = f"http://{host}:{port}"
     logging.getLogger("httpx").setLevel(logging.WARNING)
     async with httpx.AsyncClient(timeout=2) as client:
@@ -116,12 +117,20 @@ async def _announce_when_ready(host: str, port: int, model: str) -> None:
                 pass
             await asyncio.sleep(0.5)
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
-    console.print(f"\n[bold green]The appliance is ready[/bold green] at {base}\n"
-                  f"  OpenAI base URL: {base}/v1   (model: {model})\n"
-                  f"  health: {base}/healthz   ready: {base}/readyz   metrics: {base}/metrics\n"
-                  f"  Try it:\n    curl -s {base}/v1/chat/completions "
-                  f"-H 'Content-Type: application/json' -d '{body}'\n"
-                  "  Stop with Ctrl-C.\n", highlight=False, soft_wrap=True)
+    lines = [
+        f"\n[bold green]The appliance is ready[/bold green] at {base}",
+        f"  OpenAI base URL: {base}/v1   (model: {model})",
+        f"  health: {base}/healthz   ready: {base}/readyz   metrics: {base}/metrics",
+        f"  messages: POST {base}/v1/messages   WebSocket: ws://{host}:{port}/v1/ws",
+    ]
+    if settings.mqtt.enabled:
+        lines.append(f"  MQTT: {settings.mqtt.host}:{settings.mqtt.port}, requests on "
+                     "appliance/v1/req/<client-id>")
+    lines += ["  Try it:",
+              f"    curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' "
+              f"-d '{body}'",
+              "  Stop with Ctrl-C.\n"]
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @app.command()
