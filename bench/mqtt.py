@@ -61,12 +61,14 @@ def serve_broker(port: int) -> None:
     """The appliance's broker alone, as the gateway configures it (``python -m bench.mqtt``)."""
     import uvloop
 
+    from appliance.config import MqttSettings
+    from appliance.gateway.mqtt.bridge import broker_config
     from appliance.gateway.mqtt.broker import ApplianceBroker
 
     async def main() -> None:
-        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                  "plugins": {"appliance.gateway.mqtt.plugins.DeviceAuth": {}}}
-        broker = ApplianceBroker(config, offline_queue_max=1000)
+        settings = Settings(mqtt=MqttSettings(host="127.0.0.1", port=port, ws_port=0))
+        broker = ApplianceBroker(broker_config(settings),
+                                 offline_queue_max=settings.mqtt.offline_queue_max)
         await broker.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

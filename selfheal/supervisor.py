@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from selfheal.policy import Backoff
 from selfheal.states import ProcessState, transition
@@ -35,7 +35,6 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
-    history: list[int] = field(default_factory=list)
 
     def move(self, target: ProcessState, reason: str) -> None:
         self.state = transition(self.spec.name, self.state, target, reason)
@@ -72,7 +71,6 @@ class Supervisor:
             child.move(ProcessState.RUNNING, f"pid {child.process.pid}")
             code = await child.process.wait()
             uptime = time.monotonic() - child.started_at
-            child.history.append(code)
             delay = child.backoff.next_delay(uptime)
             child.move(ProcessState.BACKOFF,
                        f"exited with {code} after {uptime:.1f} s; restarting in {delay:.1f} s")

@@ -42,7 +42,6 @@ class Generation:
         self.client = client
         self.id = gen_id
         self.prompt_tokens: int = accepted.get("prompt_tokens", 0)
-        self.max_tokens: int = accepted.get("max_tokens", 0)
         self._queue = queue
         self._held: dict[str, Any] | None = None
         self.finished = False
@@ -129,11 +128,6 @@ class EngineClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    async def wait_connected(self, timeout: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        return self.connected
 
     async def submit(self, params: dict[str, Any]) -> Generation:
         """Send a generation and wait for the engine to accept or refuse it."""

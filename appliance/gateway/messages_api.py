@@ -18,7 +18,7 @@ from appliance.gateway.errors import APIError
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.store.messages import MessageRecord, UnknownMessage
-from appliance.store.states import FINISHED, MessageState
+from appliance.store.states import FINISHED
 
 router = APIRouter()
 
@@ -44,7 +44,7 @@ def message_body(record: MessageRecord, duplicate: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"id": record.id, "conversation": record.conversation,
                             "seq": record.seq, "state": str(record.state),
                             "duplicate": duplicate, "reply": record.reply, "error": None}
-    if record.state is MessageState.FAILED or (record.error and record.reply is None):
+    if record.failed:
         event = reply_event(record)
         body["error"] = {"code": event["code"], "message": event["message"]}
     return body

@@ -50,6 +50,3 @@ class Hub:
             except Exception:  # a dead listener must not stop the others
                 log.debug("listener of %s failed", conversation, exc_info=True)
         return delivered
-
-    def listening(self, conversation: str) -> int:
-        return len(self._listeners.get(conversation, ()))

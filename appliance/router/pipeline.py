@@ -41,7 +41,7 @@ class AnswerFailed(Exception):
 def reply_event(record: MessageRecord) -> dict[str, Any]:
     """What every channel receives for a finished message (answered or failed)."""
     base = {"conversation": record.conversation, "id": record.id, "seq": record.seq}
-    if record.state is MessageState.FAILED or (record.error and record.reply is None):
+    if record.failed:
         code, _, message = (record.error or "failed: ").partition(": ")
         return {"type": "error", **base, "code": code, "message": message}
     return {"type": "reply", **base, "text": record.reply, "intent": record.intent,
@@ -90,9 +90,6 @@ class Pipeline:
         if created:
             self._enqueue(record)
         return record, created
-
-    def queued(self) -> int:
-        return sum(queue.qsize() for queue in self._queues.values())
 
     def _enqueue(self, record: MessageRecord) -> None:
         conversation = record.conversation

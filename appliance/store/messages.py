@@ -42,6 +42,11 @@ class MessageRecord:
         data["state"] = MessageState(data["state"])
         return cls(**data)
 
+    @property
+    def failed(self) -> bool:
+        """Failed, including a failure that has since been delivered to a channel."""
+        return self.state is MessageState.FAILED or (bool(self.error) and self.reply is None)
+
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "state": str(self.state)}
 

@@ -46,20 +46,18 @@ def _refusal(message_id: Any, code: str, message: str) -> dict[str, Any]:
                       "code": code, "message": message}}
 
 
-def broker_config(settings: Settings, bridge: MqttBridge) -> dict[str, Any]:
+def broker_config(settings: Settings, bridge: MqttBridge | None = None) -> dict[str, Any]:
+    """The broker as the gateway runs it; without a bridge, the bare broker (benchmarks)."""
     mqtt = settings.mqtt
     listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{mqtt.host}:{mqtt.port}"}}
     if mqtt.ws_port:
         listeners["ws"] = {"type": "ws", "bind": f"{mqtt.host}:{mqtt.ws_port}"}
-    return {
-        "listeners": listeners,
-        "session_expiry_interval": mqtt.session_expiry_s,
-        "plugins": {
-            "appliance.gateway.mqtt.plugins.DeviceAuth": {},
-            "appliance.gateway.mqtt.plugins.SubscriptionHook": {"bridge": bridge},
-            "appliance.gateway.mqtt.persistence.RestoreState": {"state": bridge.state},
-        },
-    }
+    plugins: dict[str, Any] = {"appliance.gateway.mqtt.plugins.DeviceAuth": {}}
+    if bridge is not None:
+        plugins["appliance.gateway.mqtt.plugins.SubscriptionHook"] = {"bridge": bridge}
+        plugins["appliance.gateway.mqtt.persistence.RestoreState"] = {"state": bridge.state}
+    return {"listeners": listeners, "session_expiry_interval": mqtt.session_expiry_s,
+            "plugins": plugins}
 
 
 class MqttBridge:
