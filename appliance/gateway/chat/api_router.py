@@ -35,13 +35,18 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         return StreamingResponse(_sse(service, body, generation, started),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
     task = asyncio.create_task(service.complete(body, generation, started))
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-        if done:
-            return JSONResponse(task.result())
-        if await request.is_disconnected():
-            task.cancel()  # the generation's cleanup aborts it in the engine
-            raise APIError(400, "client disconnected", code="client_disconnected")
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return JSONResponse(task.result())
+            if await request.is_disconnected():
+                raise APIError(400, "client disconnected", code="client_disconnected")
+    finally:
+        # Whatever ends this handler (a disconnect, an error, its own cancellation), an
+        # unfinished generation is cancelled, and its cleanup aborts it in the engine.
+        if not task.done():
+            task.cancel()
 
 
 def _event(data: str) -> bytes:
