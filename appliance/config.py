@@ -154,6 +154,37 @@ class PathsSettings(_Section):
     def engine_socket(self) -> Path:
         return self.run_dir / "engine.sock"
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Keys and certificates: a 0700 directory of 0600 files."""
+        return self.data_dir / "secrets"
+
+
+class SecuritySettings(_Section):
+    auth: bool = Field(
+        True, description="Require a signed token: HTTP/WebSocket bearer, MQTT CONNECT password.")
+    tls: bool = Field(
+        False, description="Serve HTTPS, WSS and MQTTS only (TLS 1.3), certificates from "
+        "appliance certs init.")
+    client_certs: Literal["off", "optional", "required"] = Field(
+        "optional", description="Mutual TLS: verify client certificates issued by the box's CA.")
+    issuer: str = Field("appliance", min_length=1, description="Token issuer (iss) of this box.")
+    audience: str = Field("appliance", min_length=1, description="Token audience (aud) accepted.")
+    token_max_bytes: int = Field(
+        4096, ge=256, le=65_536, description="Longer bearer tokens or passwords are refused.")
+    token_leeway_s: int = Field(
+        30, ge=0, le=600, description="Clock skew tolerated on exp, iat and nbf.")
+    webhook_window_s: int = Field(
+        300, ge=10, le=3600, description="Signed webhook timestamps older or newer are refused.")
+    encrypt_at_rest: bool = Field(
+        True, description="Encrypt message text and identities in SQLite (AES-256-GCM).")
+    cert_reload_s: float = Field(
+        5.0, gt=0, description="How often rotated certificate files are looked for.")
+    cert_warn_days: int = Field(
+        30, ge=1, description="doctor reports certificates expiring within this many days.")
+    insecure_expose_without_tls_or_auth: bool = Field(
+        False, description="DANGEROUS: allow a non-loopback listener without TLS and auth.")
+
 
 class SupervisorSettings(_Section):
     backoff_initial_s: float = Field(0.5, gt=0, description="First wait before a restart.")
@@ -180,6 +211,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     paths: PathsSettings = Field(default_factory=PathsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @classmethod

@@ -101,6 +101,8 @@ def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
     env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(data_dir),
            "APPLIANCE_HTTP__PORT": str(port), "APPLIANCE_CONFIG": str(tmp / "none.toml"),
            "APPLIANCE_MQTT__PORT": str(mqtt_port), "APPLIANCE_MQTT__WS_PORT": "0",
+           # The functional suites run without tokens; tests/security runs the secured box.
+           "APPLIANCE_SECURITY__AUTH": "false",
            **env_overrides}
     log_path = tmp / "appliance.log"
     with log_path.open("wb") as log_file:

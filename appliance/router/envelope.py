@@ -21,3 +21,6 @@ class Envelope(BaseModel):
     text: str = Field(min_length=1)
     reply_to: str = Field("", max_length=256, description="Channel-specific reply address.")
     received: float = Field(default_factory=time.time)
+    principal: str | None = Field(
+        None, description="Authenticated subject that sent it; None when authentication is off "
+        "or the caller is an admin, which skips the conversation-ownership check.")

@@ -1,0 +1,46 @@
+"""Secret files: written atomically, readable by their owner only, checked before use."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+SECRET_MODE = 0o600
+SECRET_DIR_MODE = 0o700
+
+
+def secret_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, SECRET_DIR_MODE)
+    return path
+
+
+def write_secret(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
+    """Write through a temporary file created with ``mode``, then rename: a reader sees the
+    old file or the new one, and the secret is never briefly world-readable."""
+    secret_dir(path.parent)
+    scratch = path.with_name(f".{path.name}.tmp")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(scratch, mode)
+    os.replace(scratch, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    write_secret(path, data, mode=0o644)
+
+
+def loose_permissions(path: Path) -> str | None:
+    """Why ``path`` is too open for a secret (group/other access), or None when it is fine."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    if mode & 0o077:
+        return f"{path} is mode {mode:04o}; secrets must be 0600 (dirs 0700)"
+    return None
