@@ -1,33 +1,49 @@
-"""Open the appliance database: WAL mode, foreign keys, schema created or migrated in place."""
+"""Open the appliance database: WAL mode, foreign keys, schema created or migrated in place.
+
+Version 2 seals message text and identities at rest (see ``appliance.store.sealed``): every
+table with sealed columns has a ``kid`` column naming the data key, '' for plaintext rows.
+A version 1 database gains the columns in place; its rows stay plaintext (kid '') until the
+re-encryption pass (``appliance.security.rekey``) seals them.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from appliance.config import Settings
+from appliance.security.cipher import DataKeyring, FieldCipher
+
+SCHEMA_VERSION = 2
+DATA_KEYS_FILE = "data.keys"
+# Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
+# in TEXT columns, so version 1 tables need no rebuild.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id          TEXT PRIMARY KEY,
     created     REAL NOT NULL,
     last_seq    INTEGER NOT NULL DEFAULT 0,
-    reset_seq   INTEGER NOT NULL DEFAULT 0   -- history starts after this sequence number
+    reset_seq   INTEGER NOT NULL DEFAULT 0,  -- history starts after this sequence number
+    owner       TEXT NOT NULL DEFAULT '',    -- blind index of the creating principal; '' = anyone
+    kid         TEXT NOT NULL DEFAULT ''     -- '' = owner is the principal itself, not blinded
 );
 CREATE TABLE IF NOT EXISTS messages (
     conversation TEXT NOT NULL REFERENCES conversations(id),
     id           TEXT NOT NULL,              -- chosen by the sender; the dedup key
     seq          INTEGER NOT NULL,           -- order within the conversation
     channel      TEXT NOT NULL,
-    sender       TEXT NOT NULL,
-    text         TEXT NOT NULL,
-    reply_to     TEXT NOT NULL DEFAULT '',   -- where the reply goes (channel-specific address)
+    sender       TEXT NOT NULL,              -- sealed
+    text         TEXT NOT NULL,              -- sealed
+    reply_to     TEXT NOT NULL DEFAULT '',   -- sealed; where the reply goes (channel address)
     received     REAL NOT NULL,
     state        TEXT NOT NULL,              -- received, processing, answered, delivered, failed
     intent       TEXT NOT NULL DEFAULT '',
-    reply        TEXT,
-    error        TEXT,
+    reply        TEXT,                       -- sealed
+    error        TEXT,                       -- sealed
     answered     REAL,
     delivered    REAL,
+    kid          TEXT NOT NULL DEFAULT '',
+    reply_key    TEXT NOT NULL DEFAULT '',   -- blind index of reply_to (reply_to when kid '')
     PRIMARY KEY (conversation, id),
     UNIQUE (conversation, seq)
 );
@@ -37,10 +53,43 @@ CREATE TABLE IF NOT EXISTS transitions (
     id           TEXT NOT NULL,
     state        TEXT NOT NULL,
     at           REAL NOT NULL,
-    note         TEXT NOT NULL DEFAULT ''
+    note         TEXT NOT NULL DEFAULT '',   -- sealed (it names senders)
+    kid          TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS transitions_by_message ON transitions(conversation, id);
+CREATE TABLE IF NOT EXISTS mqtt_retained (
+    topic TEXT PRIMARY KEY, data BLOB NOT NULL, qos INTEGER NOT NULL,
+    kid TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS mqtt_subscriptions (
+    client_id TEXT NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (client_id, filter));
+CREATE TABLE IF NOT EXISTS mqtt_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL, topic TEXT NOT NULL,
+    data BLOB NOT NULL, qos INTEGER NOT NULL,
+    kid TEXT NOT NULL DEFAULT '',
+    data_key BLOB NOT NULL DEFAULT '');      -- blind index of data (data when kid '')
+CREATE INDEX IF NOT EXISTS mqtt_queue_by_client ON mqtt_queue(client_id, seq);
 """
+# Created after the version 1 columns are added: they index the new columns.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS conversations_by_kid ON conversations(kid);
+CREATE INDEX IF NOT EXISTS messages_by_kid ON messages(kid);
+CREATE INDEX IF NOT EXISTS messages_by_reply ON messages(channel, reply_key);
+CREATE INDEX IF NOT EXISTS transitions_by_kid ON transitions(kid);
+CREATE INDEX IF NOT EXISTS mqtt_retained_by_kid ON mqtt_retained(kid);
+CREATE INDEX IF NOT EXISTS mqtt_queue_by_kid ON mqtt_queue(kid);
+"""
+# Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
+ADDED_COLUMNS = (
+    ("conversations", "owner", "TEXT NOT NULL DEFAULT ''", None),
+    ("conversations", "kid", "TEXT NOT NULL DEFAULT ''", None),
+    ("messages", "kid", "TEXT NOT NULL DEFAULT ''", None),
+    ("messages", "reply_key", "TEXT NOT NULL DEFAULT ''", "reply_to"),
+    ("transitions", "kid", "TEXT NOT NULL DEFAULT ''", None),
+    ("mqtt_retained", "kid", "TEXT NOT NULL DEFAULT ''", None),
+    ("mqtt_queue", "kid", "TEXT NOT NULL DEFAULT ''", None),
+    ("mqtt_queue", "data_key", "BLOB NOT NULL DEFAULT ''", "data"),
+)
 
 
 def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
@@ -52,8 +101,54 @@ def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=5000")
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version < SCHEMA_VERSION:
-        connection.executescript(SCHEMA)
-        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    # Freed space is zeroed, so an updated or deleted row leaves no old plaintext behind.
+    connection.execute("PRAGMA secure_delete=ON")
+    if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        _migrate(connection)
     return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION in one transaction; the version is read again
+    inside it, so two processes starting together migrate once."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for statement in _statements(SCHEMA):
+                connection.execute(statement)
+            for table, column, declaration, fill in ADDED_COLUMNS:
+                have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                    if fill is not None:
+                        connection.execute(f"UPDATE {table} SET {column} = {fill}")
+            for statement in _statements(INDEXES):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (executescript would commit the open transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    return statements
+
+
+def data_keys_path(settings: Settings) -> Path:
+    return settings.paths.secrets_dir / DATA_KEYS_FILE
+
+
+def open_cipher(settings: Settings) -> FieldCipher | None:
+    """The cipher for the store's sealed columns, creating the key file on first use;
+    None when ``security.encrypt_at_rest`` is off (new rows are then stored as plaintext)."""
+    if not settings.security.encrypt_at_rest:
+        return None
+    return FieldCipher(DataKeyring(data_keys_path(settings)).ensure())

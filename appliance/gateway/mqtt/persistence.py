@@ -6,6 +6,9 @@ acknowledged), and loaded in ``on_broker_pre_start``: after amqtt has cleared it
 state and before its listeners open, so no client can connect into a half-restored broker.
 amqtt's own persistence plugin is not used: it deletes its database on a clean shutdown and
 never removes delivered queue entries (see the project notes).
+
+Payloads are sealed at rest when there is a cipher (topics and client ids stay plaintext: they
+are routing metadata). The tables are created by ``appliance.store.db.connect``.
 """
 
 from __future__ import annotations
@@ -19,31 +22,25 @@ from typing import Any
 from amqtt.broker import BrokerContext, RetainedApplicationMessage
 from amqtt.plugins.base import BasePlugin
 
-log = logging.getLogger(__name__)
+from appliance.security.cipher import FieldCipher, Plaintext, Sealer
+from appliance.store.sealed import QUEUE, RETAINED
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS mqtt_retained (
-    topic TEXT PRIMARY KEY, data BLOB NOT NULL, qos INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS mqtt_subscriptions (
-    client_id TEXT NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL, updated REAL NOT NULL,
-    PRIMARY KEY (client_id, filter));
-CREATE TABLE IF NOT EXISTS mqtt_queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL, topic TEXT NOT NULL,
-    data BLOB NOT NULL, qos INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS mqtt_queue_by_client ON mqtt_queue(client_id, seq);
-"""
+log = logging.getLogger(__name__)
 
 
 class BrokerState:
-    def __init__(self, connection: sqlite3.Connection, session_expiry_s: float) -> None:
+    def __init__(self, connection: sqlite3.Connection, session_expiry_s: float,
+                 cipher: FieldCipher | None = None) -> None:
         self.db = connection
         self.session_expiry_s = session_expiry_s
-        self.db.executescript(SCHEMA)
+        self._sealer: Sealer = cipher if cipher is not None else Plaintext()
 
     def retain(self, topic: str, data: bytes, qos: int) -> None:
         if data:
-            self.db.execute("INSERT OR REPLACE INTO mqtt_retained VALUES (?, ?, ?)",
-                            (topic, data, qos))
+            row = {"topic": topic}
+            sealed = RETAINED.seal(self._sealer, row, {"data": data}, self._sealer.active_kid)
+            self.db.execute("INSERT OR REPLACE INTO mqtt_retained(topic, data, qos, kid) "
+                            "VALUES (?, ?, ?, ?)", (topic, sealed["data"], qos, sealed["kid"]))
         else:
             self.db.execute("DELETE FROM mqtt_retained WHERE topic=?", (topic,))
 
@@ -56,13 +53,19 @@ class BrokerState:
                         (client_id, topic_filter))
 
     def queue(self, client_id: str, topic: str, data: bytes, qos: int) -> None:
-        self.db.execute("INSERT INTO mqtt_queue(client_id, topic, data, qos) VALUES (?, ?, ?, ?)",
-                        (client_id, topic, data, qos))
+        row = {"client_id": client_id, "topic": topic}
+        sealed = QUEUE.seal(self._sealer, row, {"data": data}, self._sealer.active_kid)
+        self.db.execute("INSERT INTO mqtt_queue(client_id, topic, data, qos, kid, data_key) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (client_id, topic, sealed["data"], qos,
+                                                      sealed["kid"], sealed["data_key"]))
 
     def dequeue(self, client_id: str, topic: str, data: bytes) -> None:
-        """The oldest matching queued message went out: forget it."""
-        self.db.execute("DELETE FROM mqtt_queue WHERE seq = (SELECT MIN(seq) FROM mqtt_queue "
-                        "WHERE client_id=? AND topic=? AND data=?)", (client_id, topic, data))
+        """The oldest matching queued message went out: forget it. Matched by the payload's
+        blind index (sealed payloads differ even when equal), the payload in plaintext rows."""
+        self.db.execute(
+            "DELETE FROM mqtt_queue WHERE seq = (SELECT MIN(seq) FROM mqtt_queue WHERE "
+            "client_id=? AND topic=? AND data_key = CASE kid WHEN '' THEN ? ELSE ? END)",
+            (client_id, topic, data, self._sealer.blind(data)))
 
     def trim(self, client_id: str, keep: int) -> None:
         self.db.execute("DELETE FROM mqtt_queue WHERE client_id=? AND seq NOT IN (SELECT seq "
@@ -81,11 +84,13 @@ class BrokerState:
             "HAVING MAX(updated) < ?", (cutoff,))]
         for client_id in expired:
             self.forget(client_id)
-        retained = self.db.execute("SELECT topic, data, qos FROM mqtt_retained").fetchall()
+        retained = [(r["topic"], RETAINED.open(self._sealer, r)["data"], r["qos"])
+                    for r in self.db.execute("SELECT topic, data, qos, kid FROM mqtt_retained")]
         subscriptions = self.db.execute(
             "SELECT client_id, filter, qos FROM mqtt_subscriptions ORDER BY client_id").fetchall()
-        queued = self.db.execute(
-            "SELECT client_id, topic, data, qos FROM mqtt_queue ORDER BY seq").fetchall()
+        queued = [(r["client_id"], r["topic"], QUEUE.open(self._sealer, r)["data"], r["qos"])
+                  for r in self.db.execute(
+                      "SELECT client_id, topic, data, qos, kid FROM mqtt_queue ORDER BY seq")]
         return retained, subscriptions, queued
 
 
