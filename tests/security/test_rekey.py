@@ -1,0 +1,174 @@
+"""Re-encryption: plaintext databases get sealed, rotations re-seal every row, old keys go."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from appliance.config import PathsSettings, Settings
+from appliance.gateway.mqtt.persistence import BrokerState
+from appliance.security.cipher import CipherError, FieldCipher
+from appliance.security.rekey import (
+    drop_unused_keys,
+    reencrypt,
+    rekey_forever,
+    rotate_data_key,
+    stale,
+)
+from appliance.store.db import connect, data_keys_path, open_cipher
+from appliance.store.messages import MessageStore
+from tests.security.stores import answer, database_bytes, envelope, new_cipher, open_store
+
+# The schema as version 1 shipped it, and rows as version 1 wrote them: all plaintext. (MQTT
+# client ids and topics stay plaintext by design: routing metadata.)
+V1_SCHEMA = """
+CREATE TABLE conversations (id TEXT PRIMARY KEY, created REAL NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0, reset_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE messages (conversation TEXT NOT NULL REFERENCES conversations(id),
+    id TEXT NOT NULL, seq INTEGER NOT NULL, channel TEXT NOT NULL, sender TEXT NOT NULL,
+    text TEXT NOT NULL, reply_to TEXT NOT NULL DEFAULT '', received REAL NOT NULL,
+    state TEXT NOT NULL, intent TEXT NOT NULL DEFAULT '', reply TEXT, error TEXT,
+    answered REAL, delivered REAL, PRIMARY KEY (conversation, id), UNIQUE (conversation, seq));
+CREATE INDEX messages_by_state ON messages(state);
+CREATE TABLE transitions (conversation TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
+    at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
+CREATE INDEX transitions_by_message ON transitions(conversation, id);
+CREATE TABLE mqtt_retained (topic TEXT PRIMARY KEY, data BLOB NOT NULL, qos INTEGER NOT NULL);
+CREATE TABLE mqtt_subscriptions (client_id TEXT NOT NULL, filter TEXT NOT NULL,
+    qos INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (client_id, filter));
+CREATE TABLE mqtt_queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL,
+    topic TEXT NOT NULL, data BLOB NOT NULL, qos INTEGER NOT NULL);
+CREATE INDEX mqtt_queue_by_client ON mqtt_queue(client_id, seq);
+INSERT INTO conversations VALUES ('kiosk', 1.0, 1, 0);
+INSERT INTO messages VALUES ('kiosk', 'm1', 1, 'mqtt', 'LEGACY-SENDER', 'LEGACY-TEXT',
+    'LEGACY-SENDER', 1.0, 'answered', 'chat', 'LEGACY-REPLY', NULL, 2.0, NULL);
+INSERT INTO transitions VALUES ('kiosk', 'm1', 'received', 1.0, 'via mqtt from LEGACY-SENDER');
+INSERT INTO mqtt_retained VALUES ('status', X'4C45474143592D52455441494E4544', 1);
+INSERT INTO mqtt_queue(client_id, topic, data, qos)
+    VALUES ('device-7', 'reply', X'4C45474143592D515545554544', 1);
+PRAGMA user_version=1;
+"""
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> Path:
+    path = tmp_path / "appliance.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(V1_SCHEMA)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(paths=PathsSettings(data_dir=tmp_path))
+
+
+def test_a_version_1_database_is_migrated_and_still_reads(legacy: Path, tmp_path: Path) -> None:
+    store = open_store(tmp_path, new_cipher(tmp_path))
+    record = store.get("kiosk", "m1")
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert (record.text, record.sender, record.reply) == (
+        "LEGACY-TEXT", "LEGACY-SENDER", "LEGACY-REPLY")
+    assert [r.id for r in store.undelivered_to("mqtt", "LEGACY-SENDER")] == ["m1"]
+
+
+def test_reencrypt_seals_a_legacy_database_and_leaves_no_plaintext_on_disk(
+        legacy: Path, tmp_path: Path) -> None:
+    cipher = new_cipher(tmp_path)
+    store = open_store(tmp_path, cipher)
+    assert reencrypt(store.db, cipher) == 5  # message, transition, retained, queued, owner
+    record = store.get("kiosk", "m1")
+    assert (record.text, record.reply) == ("LEGACY-TEXT", "LEGACY-REPLY")
+    assert store.transitions("kiosk", "m1")[0]["note"] == "via mqtt from LEGACY-SENDER"
+    assert [r.id for r in store.undelivered_to("mqtt", "LEGACY-SENDER")] == ["m1"]
+    assert b"LEGACY" not in database_bytes(tmp_path)
+
+
+def test_legacy_mqtt_state_is_restored_and_dequeued_after_sealing(
+        legacy: Path, tmp_path: Path) -> None:
+    cipher = new_cipher(tmp_path)
+    state = BrokerState(connect(legacy), 10**12, cipher)
+    reencrypt(state.db, cipher)
+    retained, _, queued = state.load()
+    assert retained == [("status", b"LEGACY-RETAINED", 1)]
+    assert queued == [("device-7", "reply", b"LEGACY-QUEUED", 1)]
+    state.dequeue("device-7", "reply", b"LEGACY-QUEUED")
+    assert state.load()[2] == []
+
+
+def test_reencrypt_works_in_batches_and_reports_progress(tmp_path: Path) -> None:
+    store = open_store(tmp_path, None)
+    for i in range(5):
+        store.accept(envelope(f"m{i}"))  # 5 messages, 5 transitions, 1 conversation
+    cipher = new_cipher(tmp_path)
+    seen: list[int] = []
+    assert reencrypt(store.db, cipher, batch=2, progress=seen.append) == 11
+    assert seen == [2, 4, 5, 7, 9, 10, 11]
+
+
+def test_rotation_reseals_every_row_and_drops_the_old_key(
+        settings: Settings, tmp_path: Path) -> None:
+    cipher = open_cipher(settings)
+    assert cipher is not None
+    store = MessageStore(connect(settings.paths.database), cipher)
+    BrokerState(store.db, 3600, cipher).queue("device-a", "reply", b"queued", 1)
+    for i in range(3):
+        answer(store, store.accept(envelope(f"m{i}", text=f"q{i}", principal="alice"))[0],
+               f"a{i}")
+    old_kid = cipher.active_kid
+    new_kid, rows = rotate_data_key(settings, settle_s=0)
+    kids = {r[0] for r in store.db.execute(
+        "SELECT kid FROM messages UNION SELECT kid FROM transitions UNION "
+        "SELECT kid FROM mqtt_queue UNION SELECT kid FROM conversations")}
+    key_file = json.loads(data_keys_path(settings).read_text())
+    assert rows == 3 + 9 + 1 + 1 and kids == {new_kid}
+    assert key_file["active"] == new_kid and old_kid not in key_file["keys"]
+    assert [store.get("c1", f"m{i}").reply for i in range(3)] == ["a0", "a1", "a2"]
+    assert store.may_read("c1", "alice") and not store.may_read("c1", "bob")
+
+
+def test_a_key_still_used_by_a_row_is_kept(tmp_path: Path) -> None:
+    cipher = new_cipher(tmp_path)
+    store = open_store(tmp_path, cipher)
+    store.accept(envelope("m1"))
+    old_kid = cipher.active_kid
+    cipher.keyring.rotate()
+    assert drop_unused_keys(store.db, cipher.keyring) == []
+    assert old_kid in cipher.keyring.keys
+
+
+def test_the_gateway_task_seals_a_legacy_database(legacy: Path, tmp_path: Path) -> None:
+    cipher = new_cipher(tmp_path)
+    db = connect(legacy)
+
+    async def run_until_sealed() -> None:
+        task = asyncio.create_task(rekey_forever(db, cipher, every_s=0.01))
+        while stale(db, cipher):
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(run_until_sealed())
+    assert MessageStore(db, cipher).get("kiosk", "m1").text == "LEGACY-TEXT"
+    assert {r[0] for r in db.execute("SELECT kid FROM messages")} == {cipher.active_kid}
+
+
+def test_rotation_is_refused_when_encryption_at_rest_is_off(settings: Settings) -> None:
+    settings.security.encrypt_at_rest = False
+    with pytest.raises(CipherError, match="encryption at rest is off"):
+        rotate_data_key(settings, settle_s=0)
+
+
+def test_a_plaintext_owner_becomes_a_blind_index(tmp_path: Path) -> None:
+    store = open_store(tmp_path, None)
+    store.accept(envelope("m1", principal="alice"))
+    cipher: FieldCipher = new_cipher(tmp_path)
+    reencrypt(store.db, cipher)
+    sealed = MessageStore(store.db, cipher)
+    [owner] = store.db.execute("SELECT owner FROM conversations").fetchone()
+    assert owner == cipher.blind("alice")
+    assert sealed.may_read("c1", "alice") and not sealed.may_read("c1", "bob")
