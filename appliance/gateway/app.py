@@ -25,7 +25,7 @@ from appliance.gateway.mqtt.bridge import MqttBridge
 from appliance.gateway.ws import router as ws_router
 from appliance.router.hub import Hub
 from appliance.router.pipeline import Pipeline
-from appliance.store.db import connect
+from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = MessageStore(connect(settings.paths.database, settings.store.synchronous))
+        store = MessageStore(connect(settings.paths.database, settings.store.synchronous),
+                             open_cipher(settings))
         pipeline = Pipeline(settings, store, client, hub)
         app.state.pipeline = pipeline
         await client.start()

@@ -74,7 +74,7 @@ class MqttBridge:
     async def start(self) -> None:
         self.state = BrokerState(connect(self.settings.paths.database,
                                          self.settings.store.synchronous),
-                                 self.settings.mqtt.session_expiry_s)
+                                 self.settings.mqtt.session_expiry_s, self.pipeline.store.cipher)
         self.broker = ApplianceBroker(broker_config(self.settings, self),
                                       offline_queue_max=self.settings.mqtt.offline_queue_max,
                                       intake=self.intake, acked=self.acked, state=self.state)
