@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from appliance import config as config_module
+from appliance.cli_security import certs_app, keys_app, token_app, webhook_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Edge AI appliance: local LLM, OpenAI-compatible gateway, ops tools.")
@@ -27,6 +28,10 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 app.add_typer(messages_app, name="messages")
+app.add_typer(certs_app, name="certs")
+app.add_typer(token_app, name="token")
+app.add_typer(keys_app, name="keys")
+app.add_typer(webhook_app, name="webhook")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -68,6 +73,7 @@ def up(config: ConfigOption = None) -> None:
 
     loaded = _load(config)
     settings = loaded.settings
+    _check_secure_enough(settings)
     _check_port_free(settings.http.host, settings.http.port, "http.port")
     if settings.mqtt.enabled:
         _check_port_free(settings.mqtt.host, settings.mqtt.port, "mqtt.port")
@@ -88,6 +94,27 @@ def up(config: ConfigOption = None) -> None:
     asyncio.run(supervisor.run(announce))
 
 
+def _check_secure_enough(settings: config_module.Settings) -> None:
+    """Refuse an exposed box without TLS and auth; create missing keys and certificates."""
+    from appliance.security.access import signing_keys
+    from appliance.security.exposure import exposure_problems
+    from appliance.security.pki import init_ca, issue_server, tls_files
+
+    for problem in exposure_problems(settings):
+        err_console.print(f"[red]refusing to start:[/red] {escape(problem)}")
+        raise typer.Exit(2)
+    if settings.security.insecure_expose_without_tls_or_auth:
+        err_console.print("[bold red]WARNING: security.insecure_expose_without_tls_or_auth is "
+                          "on: this box may be reachable without TLS or authentication[/]")
+    signing_keys(settings).ensure()
+    files = tls_files(settings.paths.secrets_dir)
+    if settings.security.tls and not files.server_cert.exists():
+        if not files.ca_key.exists():
+            init_ca(files)
+        issue_server(files, [settings.http.host, settings.mqtt.host])
+        err_console.print(f"created a local CA and server certificate in {files.root}")
+
+
 def _check_port_free(host: str, port: int, setting: str) -> None:
     import socket
 
@@ -102,13 +129,36 @@ def _check_port_free(host: str, port: int, setting: str) -> None:
             raise typer.Exit(2) from None
 
 
+def _operator_token(settings: config_module.Settings) -> Path | None:
+    """A 12-hour chat+metrics token for whoever ran ``appliance up``, in a 0600 file."""
+    from appliance.security.access import signing_keys
+    from appliance.security.files import write_secret
+    from appliance.security.tokens import issue
+
+    if not settings.security.auth:
+        return None
+    token, _ = issue(signing_keys(settings), sub="operator", scopes=["chat", "metrics"],
+                     ttl_s=12 * 3600, issuer=settings.security.issuer,
+                     audience=settings.security.audience)
+    path = settings.paths.run_dir / "operator.token"
+    write_secret(path, token.encode())
+    return path
+
+
 async def _announce_when_ready(settings: config_module.Settings) -> None:
+    import ssl
+
     import httpx
 
+    from appliance.security.pki import tls_files
+
     host, port, model = settings.http.host, settings.http.port, settings.engine.model
-    base = f"http://{host}:{port}"
+    tls = settings.security.tls
+    ca = tls_files(settings.paths.secrets_dir).ca_cert
+    base = f"{'https' if tls else 'http'}://{host}:{port}"
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    async with httpx.AsyncClient(timeout=2) as client:
+    verify = ssl.create_default_context(cafile=str(ca)) if tls else True
+    async with httpx.AsyncClient(timeout=2, verify=verify) as client:
         while True:
             try:
                 if (await client.get(f"{base}/readyz")).status_code == 200:
@@ -117,18 +167,28 @@ async def _announce_when_ready(settings: config_module.Settings) -> None:
                 pass
             await asyncio.sleep(0.5)
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    token_file = _operator_token(settings)
     lines = [
         f"\n[bold green]The appliance is ready[/bold green] at {base}",
         f"  OpenAI base URL: {base}/v1   (model: {model})",
         f"  health: {base}/healthz   ready: {base}/readyz   metrics: {base}/metrics",
-        f"  messages: POST {base}/v1/messages   WebSocket: ws://{host}:{port}/v1/ws",
+        f"  messages: POST {base}/v1/messages   WebSocket: {'wss' if tls else 'ws'}://{host}:"
+        f"{port}/v1/ws",
     ]
     if settings.mqtt.enabled:
-        lines.append(f"  MQTT: {settings.mqtt.host}:{settings.mqtt.port}, requests on "
-                     "appliance/v1/req/<client-id>")
+        lines.append(f"  MQTT{'S' if tls else ''}: {settings.mqtt.host}:{settings.mqtt.port}, "
+                     "requests on appliance/v1/req/<client-id>"
+                     + (" (password: a token whose subject is the client id)"
+                        if token_file else ""))
+    auth = ""
+    if token_file is not None:
+        lines.append(f"  operator token (chat, metrics; 12 h): {token_file}; more with "
+                     "'appliance token issue --sub NAME --scope chat'")
+        auth = f"-H \"Authorization: Bearer $(cat {token_file})\" "
+    curl = f"curl -s {'--cacert ' + str(ca) + ' ' if tls else ''}"
     lines += ["  Try it:",
-              f"    curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' "
-              f"-d '{body}'",
+              f"    {curl}{base}/v1/chat/completions {auth}-H 'Content-Type: "
+              f"application/json' -d '{body}'",
               "  Stop with Ctrl-C.\n"]
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
@@ -155,10 +215,19 @@ def engine(config: ConfigOption = None,
 def gateway(config: ConfigOption = None) -> None:
     """Run the HTTP gateway process (OpenAI-compatible API, health, metrics)."""
     from appliance.gateway.app import serve
+    from appliance.security.exposure import exposure_problems
+    from appliance.security.pki import PkiError
 
     settings = _load(config).settings
+    for problem in exposure_problems(settings):
+        err_console.print(f"[red]refusing to start:[/red] {escape(problem)}")
+        raise typer.Exit(2)
     _setup_logging()
-    serve(settings)
+    try:
+        serve(settings)
+    except PkiError as exc:
+        err_console.print(f"[red]gateway cannot start:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -39,6 +39,9 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest accepted request body; bigger gets HTTP 413."
     )
+    max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576,
+        description="Largest accepted request header block; bigger gets HTTP 431.")
     stream_interval_ms: int = Field(
         40, ge=0, le=1000,
         description="When busy, a stream's tokens are sent at most this often (0: each token).",
@@ -174,6 +177,8 @@ class SecuritySettings(_Section):
         4096, ge=256, le=65_536, description="Longer bearer tokens or passwords are refused.")
     token_leeway_s: int = Field(
         30, ge=0, le=600, description="Clock skew tolerated on exp, iat and nbf.")
+    device_token_ttl_s: int = Field(
+        90 * 86_400, ge=60, description="Lifetime of a device token obtained by POST /v1/enroll.")
     webhook_window_s: int = Field(
         300, ge=10, le=3600, description="Signed webhook timestamps older or newer are refused.")
     encrypt_at_rest: bool = Field(

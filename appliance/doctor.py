@@ -5,7 +5,6 @@ Read-only: it probes devices and files but loads no model, so it is safe on a ru
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from appliance.engine.devices import plan_devices
 from appliance.engine.loader import available_devices
 from appliance.models import registry
 from appliance.models.default import DefaultModelMissing, link_default_model
+from appliance.security.audit import audit
 
 
 @dataclass
@@ -119,13 +119,8 @@ def examine(loaded: LoadedSettings) -> Report:
     if kv_bytes > memory.available * 0.8:
         add(Finding("error", f"engine.kv_cache_gb={settings.engine.kv_cache_gb} does not fit in "
                              f"the {memory.available / 2**30:.1f} GiB of available memory"))
-    try:
-        loopback = ipaddress.ip_address(settings.http.host).is_loopback
-    except ValueError:
-        loopback = settings.http.host == "localhost"
-    if not loopback:
-        add(Finding("warning", f"http.host={settings.http.host} is reachable from the network "
-                               "and this version has no authentication yet"))
+    for finding in audit(settings):
+        add(Finding(finding.level, finding.message))
     if not loaded.file_exists:
         add(Finding("info", f"no configuration file at {loaded.path}; using defaults"))
     return report

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -54,10 +55,20 @@ class Appliance:
     port: int
     log_path: Path
     mqtt_port: int = 0
+    tls: bool = False
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "secrets" / "tls" / "ca.crt"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client passes as ``verify``: the box's CA when TLS is on."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else True
 
     def engine_pid(self) -> int:
         return int((self.data_dir / "run" / "engine.pid").read_text())
@@ -70,8 +81,9 @@ class Appliance:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"appliance exited early:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, OSError):  # OSError: no CA file yet
+                if httpx.get(f"{self.base_url}/readyz", timeout=2,
+                             verify=self.verify).status_code == 200:
                     return
             time.sleep(0.25)
         raise TimeoutError(f"appliance not ready in {timeout} s:\n{self.log()}")
@@ -108,7 +120,9 @@ def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "appliance", "up"], env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT)
-    appliance = Appliance(process, data_dir, port, log_path, mqtt_port)
+    tls = env["APPLIANCE_SECURITY__TLS"].lower() == "true" if "APPLIANCE_SECURITY__TLS" in env \
+        else False
+    appliance = Appliance(process, data_dir, port, log_path, mqtt_port, tls)
     try:
         appliance.wait_ready()
     except Exception:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient
 from appliance.gateway import errors
+from appliance.gateway.auth import require
 from appliance.gateway.chat.api_router import router as chat_router
 from appliance.gateway.chat.serving import ChatService
+from appliance.gateway.health import metrics_router
 from appliance.gateway.health import router as health_router
 from appliance.gateway.messages_api import router as messages_router
 from appliance.gateway.metrics import GatewayMetrics
@@ -22,17 +25,27 @@ from appliance.gateway.middleware.body_limit import BodyLimitMiddleware
 from appliance.gateway.middleware.metrics import MetricsMiddleware
 from appliance.gateway.models_api import router as models_router
 from appliance.gateway.mqtt.bridge import MqttBridge
+from appliance.gateway.security_api import router as security_router
+from appliance.gateway.webhooks import CallbackSender
+from appliance.gateway.webhooks import router as webhooks_router
 from appliance.gateway.ws import router as ws_router
 from appliance.router.hub import Hub
 from appliance.router.pipeline import Pipeline
+from appliance.security.access import Access, log_refusal, signing_keys
+from appliance.security.integrations import Integrations
+from appliance.security.pki import tls_files
+from appliance.security.replay import ReplayGuard
+from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastAPI:
     metrics = GatewayMetrics()
+    keys = signing_keys(settings)
+    keys.ensure()
     client = EngineClient(settings.paths.engine_socket, on_restart=metrics.engine_restarts.inc)
 
     hub = Hub()
@@ -43,18 +56,39 @@ def create_app(settings: Settings) -> FastAPI:
                              open_cipher(settings))
         pipeline = Pipeline(settings, store, client, hub)
         app.state.pipeline = pipeline
+        security_db = connect(settings.paths.database, settings.store.synchronous)
+
+        def count_refusal(channel: str, reason: str) -> None:
+            metrics.auth_refusals.labels(channel.split(" ")[0], reason).inc()
+
+        def on_refused(channel: str, peer: str, reason: str, detail: str) -> None:
+            log_refusal(channel, peer, reason, detail)
+            count_refusal(channel, reason)
+
+        access = Access(settings, security_db, count_refusal) if settings.security.auth else None
+        app.state.access = access
+        app.state.replay = ReplayGuard(security_db)
+        app.state.on_refused = on_refused
+        background = []
+        if tls is not None:
+            background.append(asyncio.create_task(tls.watch(settings.security.cert_reload_s)))
         await client.start()
         await pipeline.start()
-        bridge = MqttBridge(settings, pipeline) if settings.mqtt.enabled else None
-        if bridge is not None:
+        callbacks = CallbackSender(pipeline, app.state.integrations, keys)
+        bridge = None
+        if settings.mqtt.enabled:
+            bridge = MqttBridge(settings, pipeline, access, tls.context if tls else None)
             await bridge.start()
         settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
         yield
         if bridge is not None:
             await bridge.stop()
+        await callbacks.close()
         await pipeline.stop()
         await client.close()
+        for task in background:
+            task.cancel()
         store.db.close()
 
     app = FastAPI(title="Edge AI appliance", version="0.1.0", lifespan=lifespan,
@@ -63,19 +97,39 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = client
     app.state.metrics = metrics
     app.state.chat = ChatService(settings, client, metrics)
+    app.state.signing_keys = keys
+    app.state.access = None
+    app.state.tls = tls
+    app.state.integrations = Integrations(settings.paths.secrets_dir / "webhooks")
     errors.install(app)
+    chat = [Depends(require("chat"))]
     app.include_router(health_router)
-    app.include_router(models_router)
-    app.include_router(chat_router)
-    app.include_router(messages_router)
-    app.include_router(ws_router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.include_router(security_router)
+    app.include_router(metrics_router, dependencies=[Depends(require("metrics"))])
+    app.include_router(models_router, dependencies=chat)
+    app.include_router(chat_router, dependencies=chat)
+    app.include_router(messages_router, dependencies=chat)
+    app.include_router(ws_router)  # authenticates before accepting (see ws.py)
+    app.include_router(webhooks_router)  # HMAC-signed by the platform, not token-bearing
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes,
+                       max_header_bytes=settings.http.max_header_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
 def serve(settings: Settings) -> None:
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info",
-                loop="uvloop", http="httptools", ws="websockets-sansio",
-                timeout_graceful_shutdown=5, access_log=False)
+    """Run under uvicorn; with ``security.tls``, on the shared TLS 1.3 context (uvicorn's own
+    context options cannot pin the minimum version or reload a rotated certificate)."""
+    tls = None
+    if settings.security.tls:
+        tls = ReloadingContext(tls_files(settings.paths.secrets_dir),
+                               settings.security.client_certs)
+    app = create_app(settings, tls)
+    config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port,
+                            log_level="info", loop="uvloop", http="httptools",
+                            ws="websockets-sansio", timeout_graceful_shutdown=5,
+                            access_log=False)
+    config.load()
+    if tls is not None:
+        config.ssl = tls.context
+    uvicorn.Server(config).run()

@@ -35,8 +35,9 @@ _TYPES = {
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None,
                  code: str | None = None, retry_after: int | None = None,
-                 error_type: str | None = None) -> None:
+                 error_type: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers or {}
         self.status = status
         self.message = message
         self.param = param
@@ -54,8 +55,10 @@ def error_body(message: str, error_type: str, param: str | None = None,
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    headers = dict(exc.headers)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers or None)
 
 
 def _param(loc: tuple[Any, ...]) -> str:

@@ -1,4 +1,4 @@
-"""Liveness, readiness and metrics endpoints."""
+"""Liveness and readiness (open to probes), and metrics (the ``metrics`` scope)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter()
+metrics_router = APIRouter()
 
 
 @router.get("/healthz")
@@ -35,7 +36,7 @@ def _load(client: Any) -> dict[str, Any]:
     return {key: client.load.get(key) for key in keys if key in client.load}
 
 
-@router.get("/metrics")
+@metrics_router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state = request.app.state
     load = state.engine.load if state.engine.ready else {}

@@ -10,14 +10,17 @@ import asyncio
 import contextlib
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.gateway.auth import principal, require
 from appliance.gateway.errors import APIError
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
-from appliance.store.messages import MessageRecord, UnknownMessage
+from appliance.security.signing import box_headers
+from appliance.security.tokens import Claims
+from appliance.store.messages import ForbiddenConversation, MessageRecord, UnknownMessage
 from appliance.store.states import FINISHED
 
 router = APIRouter()
@@ -50,39 +53,75 @@ def message_body(record: MessageRecord, duplicate: bool) -> dict[str, Any]:
     return body
 
 
-def _respond(pipeline: Pipeline, record: MessageRecord, duplicate: bool) -> JSONResponse:
+def respond(pipeline: Pipeline, record: MessageRecord, duplicate: bool,
+             channel: str = "http") -> JSONResponse:
     if record.state in FINISHED:
-        record = pipeline.store.mark_delivered(record, note="http")
+        record = pipeline.store.mark_delivered(record, note=channel)
     body = message_body(record, duplicate)
     if record.state not in FINISHED:
         return JSONResponse(body, status_code=202)
     return JSONResponse(body, status_code=422 if body["error"] else 200)
 
 
+def _forbidden(conversation: str) -> APIError:
+    return APIError(403, f"conversation {conversation!r} belongs to another sender",
+                    param="conversation", code="forbidden")
+
+
+def _check_readable(request: Request, conversation: str, claims: Claims | None) -> None:
+    if not request.app.state.pipeline.store.may_read(conversation, principal(claims)):
+        raise _forbidden(conversation)
+
+
 @router.post("/v1/messages", response_model=None)
-async def post_message(body: MessageIn, request: Request) -> JSONResponse:
+async def post_message(body: MessageIn, request: Request,
+                       claims: Claims | None = Depends(require("chat"))) -> JSONResponse:
     pipeline: Pipeline = request.app.state.pipeline
     check_text(body.text, request.app.state.settings.chat.max_text_chars)
+    who = principal(claims)
+    sender = body.sender
+    if who is not None:
+        if "sender" in body.model_fields_set and body.sender != who:
+            raise APIError(403, f"sender must be your token's subject {who!r}", param="sender",
+                           code="forbidden")
+        sender = who
+    _check_readable(request, body.conversation, claims)
     envelope = Envelope(id=body.id, conversation=body.conversation, channel="http",
-                        sender=body.sender, text=body.text)
+                        sender=sender, text=body.text, principal=who)
+    try:
+        record, created = await submit_and_wait(
+            pipeline, envelope, request.app.state.settings.chat.reply_wait_s if body.wait else 0)
+    except ForbiddenConversation:
+        raise _forbidden(body.conversation) from None
+    return signed(request, respond(pipeline, record, duplicate=not created))
+
+
+def signed(request: Request, response: JSONResponse) -> JSONResponse:
+    """The box signs its replies (verifiable with /.well-known/jwks.json)."""
+    response.headers.update(box_headers(request.app.state.signing_keys, bytes(response.body)))
+    return response
+
+
+async def submit_and_wait(pipeline: Pipeline, envelope: Envelope,
+                          wait_s: float) -> tuple[MessageRecord, bool]:
+    """Accept a message and wait up to ``wait_s`` for its reply; the record as it then is."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def listener(event: dict[str, Any]) -> bool:
-        if event.get("id") != body.id or event.get("type") not in ("reply", "error"):
+        if event.get("id") != envelope.id or event.get("type") not in ("reply", "error"):
             return False
         if not done.done():
             done.set_result(None)
         return True
 
-    unsubscribe = pipeline.hub.subscribe(body.conversation, listener)
+    unsubscribe = pipeline.hub.subscribe(envelope.conversation, listener)
     try:
         record, created = await pipeline.submit(envelope)
-        if record.state not in FINISHED and body.wait:
+        if record.state not in FINISHED and wait_s > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), request.app.state.settings.chat
-                                       .reply_wait_s)
+                await asyncio.wait_for(asyncio.shield(done), wait_s)
             record = pipeline.store.get(record.conversation, record.id)
-        return _respond(pipeline, record, duplicate=not created)
+        return record, created
     finally:
         unsubscribe()
 
@@ -95,7 +134,9 @@ def _record(request: Request, conversation: str, message_id: str) -> MessageReco
 
 
 @router.get("/v1/conversations/{conversation}/messages/{message_id}")
-async def get_message(conversation: str, message_id: str, request: Request) -> dict[str, Any]:
+async def get_message(conversation: str, message_id: str, request: Request,
+                      claims: Claims | None = Depends(require("chat"))) -> dict[str, Any]:
+    _check_readable(request, conversation, claims)
     record = _record(request, conversation, message_id)
     store = request.app.state.pipeline.store
     return {"message": record.to_json(),
@@ -105,7 +146,9 @@ async def get_message(conversation: str, message_id: str, request: Request) -> d
 @router.get("/v1/conversations/{conversation}/messages")
 async def list_messages(conversation: str, request: Request,
                         after_seq: int = Query(0, ge=0),
-                        limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+                        limit: int = Query(100, ge=1, le=1000),
+                        claims: Claims | None = Depends(require("chat"))) -> dict[str, Any]:
+    _check_readable(request, conversation, claims)
     store = request.app.state.pipeline.store
     if not store.has_conversation(conversation):
         raise APIError(404, f"no conversation {conversation!r} on this appliance",

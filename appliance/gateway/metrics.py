@@ -30,5 +30,8 @@ class GatewayMetrics:
                                  "Generations in the engine, by state", ["state"], registry=r)
         self.engine_up = Gauge("appliance_engine_up", "1 when the engine answers its heartbeat",
                                registry=r)
+        self.auth_refusals = Counter("appliance_auth_refusals_total",
+                                     "Credentials refused, by channel and reason",
+                                     ["channel", "reason"], registry=r)
         self.engine_restarts = Counter("appliance_engine_restarts_total",
                                        "Engine restarts seen by the gateway", registry=r)

@@ -25,8 +25,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance.gateway.auth import authenticate, principal
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
+from appliance.security.tokens import AuthError, Claims
+from appliance.store.messages import ForbiddenConversation
 from appliance.store.states import FINISHED
 
 router = APIRouter()
@@ -49,8 +52,11 @@ class WsResume(BaseModel):
 
 
 class Session:
-    def __init__(self, socket: WebSocket, pipeline: Pipeline, max_text: int) -> None:
+    def __init__(self, socket: WebSocket, pipeline: Pipeline, max_text: int,
+                 claims: Claims | None = None) -> None:
         self.socket = socket
+        self.claims = claims
+        self.principal = principal(claims)
         self.pipeline = pipeline
         self.max_text = max_text
         self.send_lock = asyncio.Lock()
@@ -105,17 +111,38 @@ class Session:
             await self.error("invalid_message", f"text must be 1 to {self.max_text} characters "
                              "and not blank", id=message.id)
             return
+        sender = message.sender
+        if self.principal is not None:
+            if "sender" in message.model_fields_set and message.sender != self.principal:
+                await self.error("forbidden", f"sender must be your token's subject "
+                                 f"{self.principal!r}", id=message.id)
+                return
+            sender = self.principal
+        if not self.pipeline.store.may_read(message.conversation, self.principal):
+            await self.forbidden(message.conversation, message.id)
+            return
+        try:
+            record, created = await self.pipeline.submit(Envelope(
+                id=message.id, conversation=message.conversation, channel="ws",
+                sender=sender, text=message.text, principal=self.principal))
+        except ForbiddenConversation:
+            await self.forbidden(message.conversation, message.id)
+            return
         self.subscribe(message.conversation)
-        record, created = await self.pipeline.submit(Envelope(
-            id=message.id, conversation=message.conversation, channel="ws",
-            sender=message.sender, text=message.text))
         await self.send({"type": "ack", "id": record.id, "conversation": record.conversation,
                          "seq": record.seq, "state": str(record.state),
                          "duplicate": not created})
         if not created and record.state in FINISHED:
             await self._deliver(record)
 
+    async def forbidden(self, conversation: str, message_id: str | None) -> None:
+        await self.error("forbidden", f"conversation {conversation!r} belongs to another "
+                         "sender", id=message_id)
+
     async def _resume(self, resume: WsResume) -> None:
+        if not self.pipeline.store.may_read(resume.conversation, self.principal):
+            await self.forbidden(resume.conversation, None)
+            return
         if resume.last_seq and not self.pipeline.store.has_conversation(resume.conversation):
             await self.error("unknown_conversation", f"no conversation {resume.conversation!r} "
                              "to resume; resume with last_seq 0 to wait for its first message")
@@ -140,9 +167,17 @@ class Session:
 
 @router.websocket("/v1/ws")
 async def chat_socket(socket: WebSocket) -> None:
+    try:
+        claims = authenticate(socket, "chat")
+    except AuthError as exc:
+        # Before accept: the handshake is answered with HTTP 403 (the ASGI server offers no
+        # other status); the reason is logged and counted.
+        await socket.close(code=1008, reason=str(exc)[:120])
+        return
     await socket.accept()
     app_state = socket.app.state
-    session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars)
+    session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars,
+                      claims)
     try:
         while True:
             message = await socket.receive()

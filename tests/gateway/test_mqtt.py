@@ -25,7 +25,7 @@ class Device:
 
     def __init__(self, appliance: Appliance, client_id: str | None = None, *,
                  clean: bool = True, keepalive: int = 30, manual_ack: bool = False,
-                 will: tuple[str, bytes] | None = None) -> None:
+                 will: tuple[str, bytes] | None = None, token: str | None = None) -> None:
         self.id = client_id or f"dev-{uuid.uuid4().hex[:8]}"
         self.port = appliance.mqtt_port
         self.received: list[mqtt.MQTTMessage] = []
@@ -37,6 +37,10 @@ class Device:
                                   manual_ack=manual_ack)
         if will:
             self.client.will_set(will[0], will[1], qos=1)
+        if token is not None:  # the secured box: the token is the password, over TLS
+            self.client.username_pw_set(self.id, token)
+        if appliance.tls:
+            self.client.tls_set(ca_certs=str(appliance.ca_file))
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: self.connack.append(rc)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.suback.append(rcs)

@@ -1,4 +1,5 @@
-"""Refuse request bodies over the configured size with a 413, before anything parses them."""
+"""Refuse oversized requests before anything parses them: bodies with 413, header blocks
+(an oversized token, a cookie bomb) with 431."""
 
 from __future__ import annotations
 
@@ -14,11 +15,24 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_header_bytes: int = 16_384) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+        if header_bytes > self.max_header_bytes:
+            if scope["type"] == "websocket":  # refused handshake (HTTP 403), before accept
+                await send({"type": "websocket.close", "code": 1009,
+                            "reason": "request headers too large"})
+                return
+            await self._send(send, 431, f"Request headers take {header_bytes} bytes; the limit "
+                             f"is {self.max_header_bytes}", "headers_too_large")
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -44,10 +58,13 @@ class BodyLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(
-            f"Request body larger than {self.max_bytes} bytes", "invalid_request_error",
-            code="request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
+        await self._send(send, 413, f"Request body larger than {self.max_bytes} bytes",
+                         "request_too_large")
+
+    @staticmethod
+    async def _send(send: Send, status: int, message: str, code: str) -> None:
+        body = json.dumps(error_body(message, "invalid_request_error", code=code)).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from appliance.gateway.mqtt.persistence import BrokerState
 from appliance.gateway.mqtt.topics import error_topic, reply_topic, request_topic
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
+from appliance.security.access import Access
 from appliance.store.db import connect
 from appliance.store.messages import UnknownMessage
 from appliance.store.states import FINISHED
@@ -46,13 +48,16 @@ def _refusal(message_id: Any, code: str, message: str) -> dict[str, Any]:
                       "code": code, "message": message}}
 
 
-def broker_config(settings: Settings, bridge: MqttBridge | None = None) -> dict[str, Any]:
-    """The broker as the gateway runs it; without a bridge, the bare broker (benchmarks)."""
+def broker_config(settings: Settings, bridge: MqttBridge | None = None,
+                  access: Access | None = None, tls: bool = False) -> dict[str, Any]:
+    """The broker as the gateway runs it; without a bridge, the bare broker (benchmarks).
+    With ``tls`` every listener speaks TLS (MQTTS, WSS) with the gateway's context."""
     mqtt = settings.mqtt
-    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{mqtt.host}:{mqtt.port}"}}
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{mqtt.host}:{mqtt.port}",
+                                             "ssl": tls}}
     if mqtt.ws_port:
-        listeners["ws"] = {"type": "ws", "bind": f"{mqtt.host}:{mqtt.ws_port}"}
-    plugins: dict[str, Any] = {"appliance.gateway.mqtt.plugins.DeviceAuth": {}}
+        listeners["ws"] = {"type": "ws", "bind": f"{mqtt.host}:{mqtt.ws_port}", "ssl": tls}
+    plugins: dict[str, Any] = {"appliance.gateway.mqtt.plugins.DeviceAuth": {"access": access}}
     if bridge is not None:
         plugins["appliance.gateway.mqtt.plugins.SubscriptionHook"] = {"bridge": bridge}
         plugins["appliance.gateway.mqtt.persistence.RestoreState"] = {"state": bridge.state}
@@ -61,9 +66,12 @@ def broker_config(settings: Settings, bridge: MqttBridge | None = None) -> dict[
 
 
 class MqttBridge:
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, access: Access | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.access = access
+        self.ssl_context = ssl_context
         self.broker: ApplianceBroker | None = None
         self.state: BrokerState | None = None
         self._members: dict[str, set[str]] = {}
@@ -75,9 +83,11 @@ class MqttBridge:
         self.state = BrokerState(connect(self.settings.paths.database,
                                          self.settings.store.synchronous),
                                  self.settings.mqtt.session_expiry_s, self.pipeline.store.cipher)
-        self.broker = ApplianceBroker(broker_config(self.settings, self),
+        config = broker_config(self.settings, self, self.access, self.ssl_context is not None)
+        self.broker = ApplianceBroker(config,
                                       offline_queue_max=self.settings.mqtt.offline_queue_max,
-                                      intake=self.intake, acked=self.acked, state=self.state)
+                                      intake=self.intake, acked=self.acked, state=self.state,
+                                      ssl_context=self.ssl_context)
         await self.broker.start()
         self._unsubscribe = self.pipeline.hub.subscribe_all(self._on_event)
         log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,
@@ -135,7 +145,8 @@ class MqttBridge:
         self._remember(conversation, request.id, client_id)
         self.pipeline.accept(
             Envelope(id=request.id, conversation=conversation, channel="mqtt", sender=client_id,
-                     reply_to=client_id, text=request.text),
+                     reply_to=client_id, text=request.text,
+                     principal=client_id if self.access is not None else None),
             before_processing=lambda record, created: answer(
                 {"record": record, "created": created}))
         return None

@@ -27,16 +27,20 @@ import contextvars
 import logging
 import math
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import INCOMING, OUTGOING, Session
+from amqtt.utils import gen_client_id
 
 from appliance.gateway.mqtt.persistence import BrokerState
 from appliance.gateway.mqtt.topics import may_publish, may_subscribe
@@ -159,7 +163,8 @@ _PUBLISH_QOS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 class ApplianceBroker(Broker):
     def __init__(self, config: Any, offline_queue_max: int, intake: Intake | None = None,
                  acked: Acked | None = None, state: BrokerState | None = None,
-                 **kwargs: Any) -> None:
+                 ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+        self.ssl_context = ssl_context
         super().__init__(config, **kwargs)
         self.offline_queue_max = offline_queue_max
         self.intake = intake
@@ -167,16 +172,25 @@ class ApplianceBroker(Broker):
         self.state = state
         self._flushes: set[asyncio.Future[None]] = set()
 
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:  # type: ignore[override]
+        """The gateway's context (TLS 1.3 only, reloaded on rotation), not amqtt's own."""
+        if self.ssl_context is None:
+            raise ValueError("an MQTT listener asks for TLS but the gateway has no TLS context")
+        return self.ssl_context
+
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         """The device ACL of ``topics``, called directly: amqtt's plugin path costs a gather and
         several tasks per check, and it runs for every publish and every delivery."""
         if action == Action.RECEIVE:
             return True
         client_id = session.client_id or ""
+        scopes = getattr(session, "appliance_scopes", None)  # None: authentication is off
+        strict = scopes is not None and "admin" not in scopes
         if action == Action.PUBLISH:
-            allowed = may_publish(client_id, topic)
+            allowed = may_publish(client_id, topic, strict)
         else:
-            allowed = may_subscribe(client_id, topic)
+            allowed = may_subscribe(client_id, topic, strict,
+                                    admin=scopes is not None and "admin" in scopes)
         if not allowed:
             log.warning("MQTT client %s may not %s %s", client_id, action.value, topic)
         return allowed
@@ -242,8 +256,28 @@ class ApplianceBroker(Broker):
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: Any,
                                          remote_port: Any) -> tuple[Any, Session]:
-        _stock, session = await super()._initialize_client_session(
-            reader, writer, remote_address, remote_port)
+        """Stock amqtt acts on a CONNECT (drops the old clean session, takes over a connected
+        one) before it authenticates, so any client could wipe or kick a device by naming its
+        client id. Here credentials are checked first: a refused CONNECT changes nothing."""
+        try:
+            _stock, incoming = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager)
+        except (AMQTTError, MQTTError, NoDataError) as exc:
+            log.info("MQTT connection from %s:%s refused before CONNECT completed: %s",
+                     remote_address, remote_port, exc)
+            with contextlib.suppress(Exception):
+                await writer.close()
+            raise MQTTError(str(exc)) from exc
+        if not await super()._authenticate(incoming, None):  # type: ignore[arg-type]
+            connack = ConnackPacket.build(0, NOT_AUTHORIZED)
+            with contextlib.suppress(Exception):
+                await connack.to_stream(writer)
+                await writer.close()
+            raise MQTTError(f"client {incoming.client_id!r} not authorized")
+        session = await self._adopt(incoming)
+        session.appliance_authenticated = True  # type: ignore[attr-defined]
+        session.appliance_scopes = getattr(  # type: ignore[attr-defined]
+            incoming, "appliance_scopes", None)
         if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
         if self.state is not None and session.clean_session and session.client_id:
@@ -251,6 +285,32 @@ class ApplianceBroker(Broker):
         handler = ApplianceHandler(self.plugins_manager, loop=self._loop, intake=self.intake,
                                    acked=self.acked)
         return handler, session
+
+    async def _adopt(self, incoming: Session) -> Session:
+        """amqtt's session bookkeeping for an accepted CONNECT (from 0.12.1's
+        ``_initialize_client_session``): a clean session replaces the old one, a persistent one
+        continues the stored session with this connection's will, keepalive and credentials."""
+        if incoming.clean_session:
+            if incoming.client_id:
+                await self._delete_session(incoming.client_id)
+            else:
+                incoming.client_id = gen_client_id()
+            incoming.parent = 0
+            return incoming
+        existing = self._sessions.get(incoming.client_id or "")
+        if existing is None:
+            incoming.parent = 0
+            return incoming
+        session = existing[0]
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive",
+                     "username", "password", "remote_address", "remote_port"):
+            setattr(session, name, getattr(incoming, name))
+        session.parent = 1
+        return session
+
+    async def _authenticate(self, session: Session, _: Any) -> bool:
+        # Done already, before the session was touched (see _initialize_client_session).
+        return bool(getattr(session, "appliance_authenticated", False))
 
     async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int,
                                         target_session: Session) -> None:

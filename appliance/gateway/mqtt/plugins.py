@@ -18,16 +18,24 @@ from amqtt.plugins.base import BaseAuthPlugin, BasePlugin
 from amqtt.session import Session
 
 from appliance.gateway.mqtt.topics import is_safe_client_id
+from appliance.security.access import Access
+from appliance.security.tokens import AuthError
 
 log = logging.getLogger(__name__)
 
 
 class DeviceAuth(BaseAuthPlugin):
-    """Refuses client ids that could inject topic levels. (Credentials arrive with security.)
+    """Who may connect: a safe client id, and (with ``security.auth``) a valid token with the
+    ``chat`` scope as the CONNECT password, whose subject is the client id. The username is
+    required by MQTT when a password is sent; its value is not used.
 
     It also clears amqtt's anonymous flag, which would otherwise deny every client an offline
     queue and reap its persistent session a second after it disconnects.
     """
+
+    @dataclass
+    class Config:
+        access: Any = None
 
     async def authenticate(self, *, session: Session) -> bool | None:
         session.is_anonymous = False
@@ -35,6 +43,21 @@ class DeviceAuth(BaseAuthPlugin):
             log.warning("refused MQTT client id %r: use 1-128 of A-Z a-z 0-9 . _ : -",
                         session.client_id)
             return False
+        access: Access | None = self.config.access
+        if access is None:
+            return True
+        peer = f"{session.client_id}@{session.remote_address}:{session.remote_port}"
+        password = session.password
+        token = password.decode(errors="replace") if isinstance(password, bytes) else password
+        try:
+            claims = access.check(token, "chat", channel="mqtt", peer=peer)
+        except AuthError:
+            return False
+        if claims.sub != session.client_id and not claims.allows("admin"):
+            access.refused("mqtt", peer, "identity",
+                           f"client id must be the token's subject {claims.sub!r}")
+            return False
+        session.appliance_scopes = claims.scopes  # type: ignore[attr-defined]
         return True
 
 

@@ -30,20 +30,24 @@ def is_safe_client_id(client_id: str | None) -> bool:
     return bool(client_id) and bool(SAFE_CLIENT_ID.match(client_id or ""))
 
 
-def may_publish(client_id: str, topic: str) -> bool:
-    """Devices publish only their own requests; other topics stay free for non-appliance use,
-    but nobody may write into the appliance's namespace as someone else."""
+def may_publish(client_id: str, topic: str, strict: bool = False) -> bool:
+    """Devices publish only their own requests; nobody may write into the appliance's
+    namespace as someone else. ``strict`` (authenticated devices): nothing but that topic."""
     if topic.startswith(f"{PREFIX}/"):
         return topic == request_topic(client_id)
-    return True
+    return not strict
 
 
-def may_subscribe(client_id: str, topic_filter: str) -> bool:
+def may_subscribe(client_id: str, topic_filter: str, strict: bool = False,
+                  admin: bool = False) -> bool:
     """Only one's own replies and errors inside the appliance namespace; a wildcard that
-    would reach into it (``#``, ``appliance/#``, ``appliance/v1/res/+/...``) is refused."""
-    if topic_filter == error_topic(client_id) or topic_filter.startswith(
+    would reach into it (``#``, ``appliance/#``, ``appliance/v1/res/+/...``) is refused.
+    ``strict``: nothing else either. An admin may watch everything."""
+    if admin or topic_filter == error_topic(client_id) or topic_filter.startswith(
             f"{PREFIX}/res/{client_id}/"):
         return True
+    if strict:
+        return False
     reaches_in = _filter_matches_prefix(topic_filter, PREFIX.split("/"))
     return not reaches_in
 

@@ -1,0 +1,91 @@
+"""Signed HTTP messages in both directions.
+
+Inbound (an IM platform or bridge calling the box): HMAC-SHA256 with the integration's shared
+secret over ``{timestamp}.{nonce}.{body}``, in ``X-Appliance-Timestamp``, ``-Nonce`` and
+``-Signature: sha256=<hex>``. Refused outside ``security.webhook_window_s`` of the box's clock,
+or when the nonce was seen before (the replay guard keeps it for the window).
+
+Outbound (the box answering or calling back): the same three headers, the signature being
+``ed25519;kid=<kid>;sig=<base64url>`` by the box's active signing key over the same string,
+so a client verifies the box with the public keys from ``/.well-known/jwks.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from appliance.security.replay import ReplayGuard
+from appliance.security.tokens import AuthError, SigningKeys
+
+TIMESTAMP = "X-Appliance-Timestamp"
+NONCE = "X-Appliance-Nonce"
+SIGNATURE = "X-Appliance-Signature"
+MAX_NONCE_CHARS = 128
+
+
+def signed_string(timestamp: str, nonce: str, body: bytes) -> bytes:
+    return f"{timestamp}.{nonce}.".encode() + body
+
+
+def hmac_headers(secret: bytes, body: bytes, now: float | None = None,
+                 nonce: str | None = None) -> dict[str, str]:
+    """What a webhook caller sends (used by clients and tests)."""
+    timestamp = str(int(now if now is not None else time.time()))
+    nonce = nonce or secrets.token_urlsafe(16)
+    digest = hmac.new(secret, signed_string(timestamp, nonce, body), hashlib.sha256).hexdigest()
+    return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: f"sha256={digest}"}
+
+
+def verify_hmac(secret: bytes, headers: Mapping[str, str], body: bytes, window_s: int,
+                guard: ReplayGuard, scope: str) -> None:
+    """Raise AuthError unless ``body`` is freshly signed with ``secret`` and not a replay."""
+    timestamp, nonce = headers.get(TIMESTAMP, ""), headers.get(NONCE, "")
+    signature = headers.get(SIGNATURE, "")
+    if not (timestamp and nonce and signature):
+        raise AuthError("unsigned", f"send {TIMESTAMP}, {NONCE} and {SIGNATURE}")
+    if not timestamp.isdigit() or len(nonce) > MAX_NONCE_CHARS:
+        raise AuthError("malformed", "timestamp must be Unix seconds and the nonce at most "
+                        f"{MAX_NONCE_CHARS} characters")
+    skew = abs(time.time() - int(timestamp))
+    if skew > window_s:
+        raise AuthError("stale", f"timestamp is {skew:.0f} s away from the box's clock; the "
+                        f"window is {window_s} s")
+    expected = "sha256=" + hmac.new(secret, signed_string(timestamp, nonce, body),
+                                    hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise AuthError("signature", "signature does not verify")
+    # Only a correctly signed request may spend a nonce (no one can burn others' nonces).
+    if not guard.first_use("nonce", f"{scope}:{nonce}", time.time() + 2 * window_s):
+        raise AuthError("replayed", "this nonce was used already")
+
+
+def box_headers(keys: SigningKeys, body: bytes, now: float | None = None) -> dict[str, str]:
+    """Headers by which the box signs what it sends."""
+    timestamp = str(int(now if now is not None else time.time()))
+    nonce = secrets.token_urlsafe(16)
+    kid, key = keys.private()
+    signature = key.sign(signed_string(timestamp, nonce, body))
+    encoded = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: f"ed25519;kid={kid};sig={encoded}"}
+
+
+def verify_box(jwks: dict[str, Any], headers: Mapping[str, str], body: bytes) -> str:
+    """Check a box signature against its published JWKS; returns the kid. For clients."""
+    fields = dict(part.split("=", 1) for part in headers[SIGNATURE].split(";")[1:])
+    key = next((k for k in jwks["keys"] if k["kid"] == fields["kid"]), None)
+    if key is None:
+        raise InvalidSignature(f"no key {fields['kid']} in the box's JWKS")
+    raw = base64.urlsafe_b64decode(key["x"] + "=" * (-len(key["x"]) % 4))
+    signature = base64.urlsafe_b64decode(fields["sig"] + "=" * (-len(fields["sig"]) % 4))
+    Ed25519PublicKey.from_public_bytes(raw).verify(
+        signature, signed_string(headers[TIMESTAMP], headers[NONCE], body))
+    return fields["kid"]

@@ -1,0 +1,90 @@
+"""MQTT on the secured box: MQTTS only, the token as CONNECT password, a device confined to
+its own topics, and refused CONNECTs that change nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import Appliance
+from tests.gateway.test_mqtt import Device, wait
+from tests.security.conftest import crafted, operator_token
+
+pytestmark = pytest.mark.e2e
+
+
+def connack_of(box: Appliance, client_id: str, token: str | None) -> int:
+    device = Device(box, client_id, token=token)
+    device.client.connect("127.0.0.1", box.mqtt_port)
+    device.client.loop_start()
+    try:
+        wait(lambda: bool(device.connack), "CONNACK", timeout=30)
+        return int(device.connack[0].value)
+    finally:
+        device.client.loop_stop()
+        device.client.disconnect()
+
+
+def test_a_device_with_its_token_chats_over_mqtts(secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-1", "chat")
+    device = Device(secure_box, "meter-1", token=token).connect()
+    try:
+        device.subscribe_own()
+        device.request({"id": "q1", "text": "/help"})
+        assert device.wait_for("/reply")["id"] == "q1"
+    finally:
+        device.close()
+
+
+@pytest.mark.parametrize("case", ["no password", "expired", "garbage", "another subject"])
+def test_a_connect_without_a_valid_token_is_refused_not_authorized(
+        secure_box: Appliance, case: str) -> None:
+    token = {"no password": None,
+             "expired": crafted(secure_box, sub="meter-2", now=time.time() - 7200, ttl_s=60),
+             "garbage": "not-a-token",
+             "another subject": operator_token(secure_box, "meter-3", "chat")}[case]
+    assert connack_of(secure_box, "meter-2", token) == 135  # MQTT 3.1.1 code 5
+    assert "refused mqtt" in secure_box.log()
+
+
+def test_a_device_cannot_subscribe_to_another_devices_replies(secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-4", "chat")
+    device = Device(secure_box, "meter-4", token=token).connect()
+    try:
+        granted = device.subscribe("appliance/v1/res/meter-5/#", "appliance/#", "other/topic")
+        assert [code.value for code in granted] == [128, 128, 128]
+    finally:
+        device.close()
+
+
+def test_a_device_cannot_publish_to_another_devices_request_topic(
+        secure_box: Appliance) -> None:
+    victim = Device(secure_box, "meter-6",
+                    token=operator_token(secure_box, "meter-6", "chat")).connect()
+    attacker = Device(secure_box, "meter-7",
+                      token=operator_token(secure_box, "meter-7", "chat")).connect()
+    try:
+        victim.subscribe_own()
+        attacker.request({"id": "spoof", "text": "/help"}, topic="appliance/v1/req/meter-6")
+        wait(lambda: "meter-7 may not publish appliance/v1/req/meter-6" in secure_box.log(),
+             "the refusal in the log", timeout=30)
+        time.sleep(1)
+        assert victim.messages("/ack") == [] and victim.messages("/reply") == []
+    finally:
+        victim.close()
+        attacker.close()
+
+
+def test_a_refused_connect_does_not_disconnect_the_device_it_impersonates(
+        secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-8", "chat")
+    device = Device(secure_box, "meter-8", token=token).connect()
+    try:
+        device.subscribe_own()
+        assert connack_of(secure_box, "meter-8", "forged") == 135
+        device.request({"id": "still-here", "text": "/help"})
+        assert device.wait_for("/reply")["id"] == "still-here"
+        assert device.client.is_connected()
+    finally:
+        device.close()
