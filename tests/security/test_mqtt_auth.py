@@ -88,3 +88,22 @@ def test_a_refused_connect_does_not_disconnect_the_device_it_impersonates(
         assert device.client.is_connected()
     finally:
         device.close()
+
+
+def test_a_device_cannot_write_into_another_devices_conversation(
+        secure_box: Appliance) -> None:
+    owner = Device(secure_box, "meter-9",
+                   token=operator_token(secure_box, "meter-9", "chat")).connect()
+    intruder = Device(secure_box, "meter-10",
+                      token=operator_token(secure_box, "meter-10", "chat")).connect()
+    try:
+        owner.subscribe_own()
+        intruder.subscribe_own()
+        owner.request({"id": "o1", "text": "/help"})  # conversation defaults to "meter-9"
+        owner.wait_for("/reply")
+        intruder.request({"id": "i1", "conversation": "meter-9", "text": "/help"})
+        assert intruder.wait_for("/err/meter-10")["code"] == "forbidden"
+        assert [m["id"] for m in owner.messages("/reply")] == ["o1"]
+    finally:
+        owner.close()
+        intruder.close()

@@ -29,7 +29,7 @@ from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
 from appliance.store.db import connect
-from appliance.store.messages import UnknownMessage
+from appliance.store.messages import ForbiddenConversation, UnknownMessage
 from appliance.store.states import FINISHED
 
 log = logging.getLogger(__name__)
@@ -141,14 +141,22 @@ class MqttBridge:
             return _refusal(request.id, "invalid_message",
                             f"text must be 1 to {text_limit} characters and not blank")
         conversation = request.conversation or client_id
+        principal = client_id if self.access is not None else None
+        forbidden = _refusal(request.id, "forbidden",
+                             f"conversation {conversation!r} belongs to another device")
+        if not self.pipeline.store.may_read(conversation, principal):
+            return forbidden
         self._members.setdefault(conversation, set()).add(client_id)
         self._remember(conversation, request.id, client_id)
-        self.pipeline.accept(
-            Envelope(id=request.id, conversation=conversation, channel="mqtt", sender=client_id,
-                     reply_to=client_id, text=request.text,
-                     principal=client_id if self.access is not None else None),
-            before_processing=lambda record, created: answer(
-                {"record": record, "created": created}))
+        try:
+            self.pipeline.accept(
+                Envelope(id=request.id, conversation=conversation, channel="mqtt",
+                         sender=client_id, reply_to=client_id, text=request.text,
+                         principal=principal),
+                before_processing=lambda record, created: answer(
+                    {"record": record, "created": created}))
+        except ForbiddenConversation:
+            return forbidden
         return None
 
     async def _answer(self, client_id: str, outcome: dict[str, Any]) -> None:
