@@ -400,6 +400,19 @@ def bench_ov_settings(config: ConfigOption = None,
     run(settings, tokens=tokens, rounds=rounds, out=out, console=console)
 
 
+@bench_app.command("security")
+def bench_security(config: ConfigOption = None,
+                   n: Annotated[int, typer.Option(help="Samples per primitive.")] = 3000,
+                   rounds: Annotated[int, typer.Option(min=1, max=20)] = 5,
+                   out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                       "bench/results/security.json")) -> None:
+    """Cost of JWT verification, signatures and TLS 1.3 on real gateway requests."""
+    from bench.security import run
+
+    settings = _load(config).settings
+    run(settings, n=n, rounds=rounds, out=out, console=console)
+
+
 @messages_app.command("show")
 def messages_show(message_id: Annotated[str, typer.Argument(help="The sender's message id.")],
                   conversation: Annotated[str | None, typer.Option(
