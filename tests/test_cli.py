@@ -54,11 +54,15 @@ def test_doctor_fails_on_a_model_that_is_not_there(box: Path,
     assert not json.loads(result.output)["ok"]
 
 
-def test_doctor_warns_about_a_non_loopback_listener(box: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_flags_a_non_loopback_listener_without_tls(box: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
     monkeypatch.setenv("APPLIANCE_HTTP__HOST", "0.0.0.0")
-    report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
-    assert any("reachable from the network" in f["message"] for f in report["findings"])
+    result = runner.invoke(app, ["doctor", "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 1
+    assert any("listen beyond loopback" in f["message"] and f["level"] == "error"
+               for f in report["findings"])
 
 
 def test_models_list_shows_size_format_and_quantization(box: Path) -> None:
