@@ -128,6 +128,11 @@ class DataKeyring:
         self._load()
         return True
 
+    def kids(self) -> list[str]:
+        """The data key ids in the file as it is now."""
+        self.refresh()
+        return sorted(self.keys)
+
     def key(self, kid: str) -> bytes:
         if kid not in self.keys:
             self.refresh()

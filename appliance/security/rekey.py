@@ -22,34 +22,45 @@ from appliance.store.db import connect, data_keys_path
 from appliance.store.sealed import TABLES, SealedTable
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (rows re-sealed so far, rows to re-seal in all)
 SETTLE_S = 1.5
 REKEY_EVERY_S = 10.0
 # ``kid < ? OR kid > ?`` rather than ``kid != ?``: SQLite answers it from the kid index.
 STALE = "(kid < :active OR kid > :active)"
 
 
+STALE_TABLES = (*(t.name for t in TABLES), "conversations")
+
+
 def stale(connection: sqlite3.Connection, cipher: FieldCipher) -> bool:
     """Whether any row is sealed with another key than the active one (index probes only)."""
     active = cipher.active_kid
-    tables = [t.name for t in TABLES] + ["conversations"]
     return any(connection.execute(f"SELECT 1 FROM {name} WHERE {STALE} LIMIT 1",
                                   {"active": active}).fetchone() is not None
-               for name in tables)
+               for name in STALE_TABLES)
+
+
+def count_stale(connection: sqlite3.Connection, cipher: FieldCipher) -> int:
+    active = cipher.active_kid
+    return sum(connection.execute(f"SELECT COUNT(*) FROM {name} WHERE {STALE}",
+                                  {"active": active}).fetchone()[0] for name in STALE_TABLES)
 
 
 def reencrypt(connection: sqlite3.Connection, cipher: FieldCipher, batch: int = 200,
               progress: Progress | None = None) -> int:
     """Seal every row not sealed with the active key; returns how many rows changed.
-    ``progress`` gets the running total after each batch."""
-    total = 0
+    ``progress`` gets (done, expected) after each batch; expected is counted at the start
+    and grows if the gateway adds stale rows meanwhile."""
+    expected = count_stale(connection, cipher) if progress is not None else 0
+    done = 0
     while changed := reencrypt_batch(connection, cipher, batch):
-        total += changed
+        done += changed
         if progress is not None:
-            progress(total)
-    if total:
+            expected = max(expected, done)
+            progress(done, expected)
+    if done:
         wipe_wal(connection)
-    return total
+    return done
 
 
 def reencrypt_batch(connection: sqlite3.Connection, cipher: FieldCipher, batch: int) -> int:
@@ -141,7 +152,7 @@ def rotate_data_key(settings: Settings, progress: Progress | None = None,
         first = reencrypt(connection, cipher, progress=progress)
         time.sleep(settle_s)  # a gateway sealing with the old key just before it saw the file
         late = reencrypt(connection, cipher, progress=(
-            None if progress is None else lambda n: progress(first + n)))
+            None if progress is None else lambda n, of: progress(first + n, first + of)))
         drop_unused_keys(connection, keyring)
         wipe_wal(connection)
     finally:

@@ -89,6 +89,12 @@ def test_a_rotation_by_another_process_is_seen_before_the_next_seal(
     assert cipher.active_kid == new_kid
 
 
+def test_the_key_list_shows_old_and_new_keys_after_rotation(keyring: DataKeyring) -> None:
+    old_kid = keyring.active
+    new_kid = DataKeyring(keyring.path).rotate()
+    assert keyring.kids() == sorted([old_kid, new_kid]) and keyring.active == new_kid
+
+
 def test_a_dropped_key_no_longer_opens_its_values(
         cipher: FieldCipher, keyring: DataKeyring) -> None:
     old_kid = cipher.active_kid

@@ -106,9 +106,9 @@ def test_reencrypt_works_in_batches_and_reports_progress(tmp_path: Path) -> None
     for i in range(5):
         store.accept(envelope(f"m{i}"))  # 5 messages, 5 transitions, 1 conversation
     cipher = new_cipher(tmp_path)
-    seen: list[int] = []
-    assert reencrypt(store.db, cipher, batch=2, progress=seen.append) == 11
-    assert seen == [2, 4, 5, 7, 9, 10, 11]
+    seen: list[tuple[int, int]] = []
+    assert reencrypt(store.db, cipher, batch=2, progress=lambda *p: seen.append(p)) == 11
+    assert seen == [(2, 11), (4, 11), (5, 11), (7, 11), (9, 11), (10, 11), (11, 11)]
 
 
 def test_rotation_reseals_every_row_and_drops_the_old_key(
@@ -121,12 +121,13 @@ def test_rotation_reseals_every_row_and_drops_the_old_key(
         answer(store, store.accept(envelope(f"m{i}", text=f"q{i}", principal="alice"))[0],
                f"a{i}")
     old_kid = cipher.active_kid
-    new_kid, rows = rotate_data_key(settings, settle_s=0)
+    seen: list[tuple[int, int]] = []
+    new_kid, rows = rotate_data_key(settings, lambda *p: seen.append(p), settle_s=0)
     kids = {r[0] for r in store.db.execute(
         "SELECT kid FROM messages UNION SELECT kid FROM transitions UNION "
         "SELECT kid FROM mqtt_queue UNION SELECT kid FROM conversations")}
     key_file = json.loads(data_keys_path(settings).read_text())
-    assert rows == 3 + 9 + 1 + 1 and kids == {new_kid}
+    assert rows == 3 + 9 + 1 + 1 and kids == {new_kid} and seen[-1] == (rows, rows)
     assert key_file["active"] == new_kid and old_kid not in key_file["keys"]
     assert [store.get("c1", f"m{i}").reply for i in range(3)] == ["a0", "a1", "a2"]
     assert store.may_read("c1", "alice") and not store.may_read("c1", "bob")
