@@ -34,6 +34,7 @@ from appliance.router.pipeline import Pipeline
 from appliance.security.access import Access, log_refusal, signing_keys
 from appliance.security.integrations import Integrations
 from appliance.security.pki import tls_files
+from appliance.security.rekey import rekey_forever
 from appliance.security.replay import ReplayGuard
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
@@ -72,6 +73,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         background = []
         if tls is not None:
             background.append(asyncio.create_task(tls.watch(settings.security.cert_reload_s)))
+        if store.cipher is not None:  # seals legacy rows, finishes interrupted rotations
+            background.append(asyncio.create_task(rekey_forever(store.db, store.cipher)))
         await client.start()
         await pipeline.start()
         callbacks = CallbackSender(pipeline, app.state.integrations, keys)

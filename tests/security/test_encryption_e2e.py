@@ -4,6 +4,7 @@ done while it runs leaves every message readable and sealed with the new key."""
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,8 @@ import pytest
 
 from appliance.config import load
 from appliance.security.rekey import rotate_data_key
-from tests.conftest import Appliance
-from tests.security.stores import database_bytes
+from tests.conftest import Appliance, _start
+from tests.security.stores import database_bytes, write_v1_database
 
 pytestmark = pytest.mark.e2e
 SEALED_TABLES = ("messages", "transitions", "conversations", "mqtt_retained", "mqtt_queue")
@@ -56,3 +57,20 @@ def test_messages_are_sealed_on_disk_and_survive_a_live_key_rotation(
     assert {m["sender"] for m in listed} == {f"till-{marker}"}
     assert kids(appliance.data_dir) == {new_kid}
     assert marker.encode() not in database_bytes(appliance.data_dir)
+
+
+def test_the_gateway_seals_a_version_1_database_after_the_upgrade(
+        model_store: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"  # where _start puts the appliance's state
+    write_v1_database(data_dir / "appliance.db")
+    appliance = _start(model_store, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while b"LEGACY" in database_bytes(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert b"LEGACY" not in database_bytes(data_dir)
+        message = httpx.get(f"{appliance.base_url}/v1/conversations/kiosk/messages/m1",
+                            timeout=10).json()["message"]
+        assert (message["text"], message["reply"]) == ("LEGACY-TEXT", "LEGACY-REPLY")
+    finally:
+        appliance.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,46 +20,19 @@ from appliance.security.rekey import (
 )
 from appliance.store.db import connect, data_keys_path, open_cipher
 from appliance.store.messages import MessageStore
-from tests.security.stores import answer, database_bytes, envelope, new_cipher, open_store
-
-# The schema as version 1 shipped it, and rows as version 1 wrote them: all plaintext. (MQTT
-# client ids and topics stay plaintext by design: routing metadata.)
-V1_SCHEMA = """
-CREATE TABLE conversations (id TEXT PRIMARY KEY, created REAL NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0, reset_seq INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE messages (conversation TEXT NOT NULL REFERENCES conversations(id),
-    id TEXT NOT NULL, seq INTEGER NOT NULL, channel TEXT NOT NULL, sender TEXT NOT NULL,
-    text TEXT NOT NULL, reply_to TEXT NOT NULL DEFAULT '', received REAL NOT NULL,
-    state TEXT NOT NULL, intent TEXT NOT NULL DEFAULT '', reply TEXT, error TEXT,
-    answered REAL, delivered REAL, PRIMARY KEY (conversation, id), UNIQUE (conversation, seq));
-CREATE INDEX messages_by_state ON messages(state);
-CREATE TABLE transitions (conversation TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
-    at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
-CREATE INDEX transitions_by_message ON transitions(conversation, id);
-CREATE TABLE mqtt_retained (topic TEXT PRIMARY KEY, data BLOB NOT NULL, qos INTEGER NOT NULL);
-CREATE TABLE mqtt_subscriptions (client_id TEXT NOT NULL, filter TEXT NOT NULL,
-    qos INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (client_id, filter));
-CREATE TABLE mqtt_queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL,
-    topic TEXT NOT NULL, data BLOB NOT NULL, qos INTEGER NOT NULL);
-CREATE INDEX mqtt_queue_by_client ON mqtt_queue(client_id, seq);
-INSERT INTO conversations VALUES ('kiosk', 1.0, 1, 0);
-INSERT INTO messages VALUES ('kiosk', 'm1', 1, 'mqtt', 'LEGACY-SENDER', 'LEGACY-TEXT',
-    'LEGACY-SENDER', 1.0, 'answered', 'chat', 'LEGACY-REPLY', NULL, 2.0, NULL);
-INSERT INTO transitions VALUES ('kiosk', 'm1', 'received', 1.0, 'via mqtt from LEGACY-SENDER');
-INSERT INTO mqtt_retained VALUES ('status', X'4C45474143592D52455441494E4544', 1);
-INSERT INTO mqtt_queue(client_id, topic, data, qos)
-    VALUES ('device-7', 'reply', X'4C45474143592D515545554544', 1);
-PRAGMA user_version=1;
-"""
+from tests.security.stores import (
+    answer,
+    database_bytes,
+    envelope,
+    new_cipher,
+    open_store,
+    write_v1_database,
+)
 
 
 @pytest.fixture
 def legacy(tmp_path: Path) -> Path:
-    path = tmp_path / "appliance.db"
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(V1_SCHEMA)
-    return path
+    return write_v1_database(tmp_path / "appliance.db")
 
 
 @pytest.fixture
