@@ -421,14 +421,14 @@ def messages_show(message_id: Annotated[str, typer.Argument(help="The sender's m
                   config: ConfigOption = None,
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A message's text, reply, state and every state change, from the database."""
-    from appliance.store.db import connect
+    from appliance.store.db import connect, open_cipher
     from appliance.store.messages import MessageStore
 
     settings = _load(config).settings
     if not settings.paths.database.exists():
         err_console.print(f"[red]error:[/red] no database at {settings.paths.database}")
         raise typer.Exit(2)
-    store = MessageStore(connect(settings.paths.database))
+    store = MessageStore(connect(settings.paths.database), open_cipher(settings))
     records = [r for r in store.find(message_id)
                if conversation is None or r.conversation == conversation]
     if not records:
