@@ -208,13 +208,17 @@ def keys_rotate(signing: Annotated[bool, typer.Option(
         return
     from rich.progress import Progress
 
+    from appliance.security.cipher import CipherError
     from appliance.security.rekey import rotate_data_key
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("re-encrypting", total=None)
-        kid, rows = rotate_data_key(
-            settings, progress=lambda done, total: progress.update(task, completed=done,
-                                                                   total=total))
+        try:
+            kid, rows = rotate_data_key(
+                settings, progress=lambda done, total: progress.update(task, completed=done,
+                                                                       total=total))
+        except CipherError as exc:
+            raise fail(str(exc)) from None
     console.print(f"new data key {kid}: {rows} records re-encrypted")
 
 

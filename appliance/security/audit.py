@@ -5,9 +5,11 @@ Each finding is an error (doctor exits non-zero) unless it is only advice.
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from appliance.config import Settings
@@ -67,9 +69,21 @@ def _check_files(settings: Settings, add: Add) -> None:
         if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o002:
             add(SecurityFinding("error", f"{path} is world-writable"))
     database = settings.paths.database
+    keys_file = secrets / "data.keys"
+    if database.exists() and not keys_file.exists() and _sealed_rows(database):
+        add(SecurityFinding("error", f"{database} holds encrypted records but {keys_file} is "
+                            "missing: restore it from the backup taken with the database"))
     if database.exists() and stat.S_IMODE(database.stat().st_mode) & 0o004:
         add(SecurityFinding("warning", f"{database} is world-readable (metadata and "
                             "conversation ids are not encrypted)"))
+
+
+def _sealed_rows(database: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT COUNT(*) FROM messages WHERE kid != ''").fetchone()[0])
+    except sqlite3.Error:  # an old schema or an empty file: nothing sealed to lose
+        return 0
 
 
 def _check_certificates(settings: Settings, add: Add) -> None:

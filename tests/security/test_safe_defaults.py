@@ -68,3 +68,23 @@ def test_doctor_passes_a_box_with_default_security(tmp_path: Path) -> None:
     code, findings = doctor(tmp_path)
     assert [f for f in findings if f["level"] == "error"] == []
     assert code == 0
+
+
+def test_doctor_flags_encrypted_records_whose_key_file_is_gone(tmp_path: Path) -> None:
+    from appliance.config import load
+    from appliance.router.envelope import Envelope
+    from appliance.store.db import connect, open_cipher
+    from appliance.store.messages import MessageStore
+
+    os.environ["APPLIANCE_PATHS__DATA_DIR"] = str(tmp_path)
+    try:
+        settings = load(tmp_path / "none.toml").settings
+    finally:
+        del os.environ["APPLIANCE_PATHS__DATA_DIR"]
+    store = MessageStore(connect(settings.paths.database), open_cipher(settings))
+    store.accept(Envelope(id="m1", conversation="c1", channel="http", sender="s", text="hi"))
+    store.db.close()
+    (tmp_path / "secrets" / "data.keys").unlink()
+    code, findings = doctor(tmp_path)
+    assert code == 1
+    assert any("data.keys is missing" in f["message"] for f in findings)
