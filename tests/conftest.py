@@ -56,6 +56,7 @@ class Appliance:
     log_path: Path
     mqtt_port: int = 0
     tls: bool = False
+    mqtt_ws_port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -122,7 +123,8 @@ def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
                                    stdout=log_file, stderr=subprocess.STDOUT)
     tls = env["APPLIANCE_SECURITY__TLS"].lower() == "true" if "APPLIANCE_SECURITY__TLS" in env \
         else False
-    appliance = Appliance(process, data_dir, port, log_path, mqtt_port, tls)
+    appliance = Appliance(process, data_dir, port, log_path, mqtt_port, tls,
+                          int(env["APPLIANCE_MQTT__WS_PORT"]))
     try:
         appliance.wait_ready()
     except Exception:

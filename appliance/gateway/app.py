@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from appliance.security.integrations import Integrations
 from appliance.security.pki import tls_files
 from appliance.security.rekey import rekey_forever
 from appliance.security.replay import ReplayGuard
+from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
@@ -80,7 +82,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         callbacks = CallbackSender(pipeline, app.state.integrations, keys)
         bridge = None
         if settings.mqtt.enabled:
-            bridge = MqttBridge(settings, pipeline, access, tls.context if tls else None)
+            bridge = MqttBridge(settings, pipeline, access, tls.context if tls else None,
+                                app.state.sign_event)
             await bridge.start()
         settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
@@ -101,6 +104,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.state.metrics = metrics
     app.state.chat = ChatService(settings, client, metrics)
     app.state.signing_keys = keys
+    app.state.sign_event = functools.partial(sign_event, keys)
     app.state.access = None
     app.state.tls = tls
     app.state.integrations = Integrations(settings.paths.secrets_dir / "webhooks")

@@ -53,8 +53,10 @@ class WsResume(BaseModel):
 
 class Session:
     def __init__(self, socket: WebSocket, pipeline: Pipeline, max_text: int,
-                 claims: Claims | None = None) -> None:
+                 claims: Claims | None = None,
+                 sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.socket = socket
+        self.sign = sign
         self.claims = claims
         self.principal = principal(claims)
         self.pipeline = pipeline
@@ -74,6 +76,8 @@ class Session:
             if key in self.finished_sent:
                 return
             self.finished_sent.add(key)
+            if self.sign is not None:
+                event = self.sign(event)
         await self.socket.send_text(json.dumps(event, ensure_ascii=False))
 
     def subscribe(self, conversation: str) -> None:
@@ -177,7 +181,7 @@ async def chat_socket(socket: WebSocket) -> None:
     await socket.accept()
     app_state = socket.app.state
     session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars,
-                      claims)
+                      claims, app_state.sign_event)
     try:
         while True:
             message = await socket.receive()

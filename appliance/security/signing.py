@@ -7,7 +7,9 @@ or when the nonce was seen before (the replay guard keeps it for the window).
 
 Outbound (the box answering or calling back): the same three headers, the signature being
 ``ed25519;kid=<kid>;sig=<base64url>`` by the box's active signing key over the same string,
-so a client verifies the box with the public keys from ``/.well-known/jwks.json``.
+so a client verifies the box with the public keys from ``/.well-known/jwks.json``. Reply and
+error events on MQTT and WebSocket carry the same signature in a ``sig`` field, over the
+event's canonical JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -78,14 +81,41 @@ def box_headers(keys: SigningKeys, body: bytes, now: float | None = None) -> dic
     return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: f"ed25519;kid={kid};sig={encoded}"}
 
 
+def canonical(event: Mapping[str, Any]) -> bytes:
+    """The bytes an event's signature covers: sorted keys, no spaces, UTF-8."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_event(keys: SigningKeys, event: dict[str, Any]) -> dict[str, Any]:
+    """A reply or error event for MQTT/WebSocket with ``sig`` over its canonical form
+    (without ``sig``), so a device can tell the box's answers from injected ones."""
+    kid, key = keys.private()
+    signature = base64.urlsafe_b64encode(key.sign(canonical(event))).rstrip(b"=").decode()
+    return {**event, "sig": f"ed25519;kid={kid};sig={signature}"}
+
+
+def verify_event(jwks: dict[str, Any], event: Mapping[str, Any]) -> str:
+    """Check an event's ``sig`` against the box's JWKS; returns the kid. For clients."""
+    unsigned = {k: v for k, v in event.items() if k != "sig"}
+    fields = dict(part.split("=", 1) for part in event["sig"].split(";")[1:])
+    _public(jwks, fields["kid"]).verify(_unb64(fields["sig"]), canonical(unsigned))
+    return fields["kid"]
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _public(jwks: dict[str, Any], kid: str) -> Ed25519PublicKey:
+    key = next((k for k in jwks["keys"] if k["kid"] == kid), None)
+    if key is None:
+        raise InvalidSignature(f"no key {kid} in the box's JWKS")
+    return Ed25519PublicKey.from_public_bytes(_unb64(key["x"]))
+
+
 def verify_box(jwks: dict[str, Any], headers: Mapping[str, str], body: bytes) -> str:
     """Check a box signature against its published JWKS; returns the kid. For clients."""
     fields = dict(part.split("=", 1) for part in headers[SIGNATURE].split(";")[1:])
-    key = next((k for k in jwks["keys"] if k["kid"] == fields["kid"]), None)
-    if key is None:
-        raise InvalidSignature(f"no key {fields['kid']} in the box's JWKS")
-    raw = base64.urlsafe_b64decode(key["x"] + "=" * (-len(key["x"]) % 4))
-    signature = base64.urlsafe_b64decode(fields["sig"] + "=" * (-len(fields["sig"]) % 4))
-    Ed25519PublicKey.from_public_bytes(raw).verify(
-        signature, signed_string(headers[TIMESTAMP], headers[NONCE], body))
+    _public(jwks, fields["kid"]).verify(
+        _unb64(fields["sig"]), signed_string(headers[TIMESTAMP], headers[NONCE], body))
     return fields["kid"]

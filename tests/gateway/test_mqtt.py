@@ -25,16 +25,18 @@ class Device:
 
     def __init__(self, appliance: Appliance, client_id: str | None = None, *,
                  clean: bool = True, keepalive: int = 30, manual_ack: bool = False,
-                 will: tuple[str, bytes] | None = None, token: str | None = None) -> None:
+                 will: tuple[str, bytes] | None = None, token: str | None = None,
+                 websocket: bool = False) -> None:
         self.id = client_id or f"dev-{uuid.uuid4().hex[:8]}"
-        self.port = appliance.mqtt_port
+        self.port = appliance.mqtt_ws_port if websocket else appliance.mqtt_port
         self.received: list[mqtt.MQTTMessage] = []
         self.lock = threading.Lock()
         self.connack: list[Any] = []
         self.suback: list[list[Any]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.id,
                                   protocol=mqtt.MQTTv311, clean_session=clean,
-                                  manual_ack=manual_ack)
+                                  manual_ack=manual_ack,
+                                  transport="websockets" if websocket else "tcp")
         if will:
             self.client.will_set(will[0], will[1], qos=1)
         if token is not None:  # the secured box: the token is the password, over TLS

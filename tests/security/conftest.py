@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.security.tokens import SigningKeys, issue
-from tests.conftest import Appliance, _start
+from tests.conftest import Appliance, _start, free_port
 
 SECURE_ENV = {"APPLIANCE_SECURITY__AUTH": "true", "APPLIANCE_SECURITY__TLS": "true",
               "APPLIANCE_SECURITY__CERT_RELOAD_S": "0.5"}
@@ -22,7 +22,8 @@ SECURE_ENV = {"APPLIANCE_SECURITY__AUTH": "true", "APPLIANCE_SECURITY__TLS": "tr
 @pytest.fixture(scope="session")
 def secure_box(model_store: Path, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Appliance]:
-    instance = _start(model_store, tmp_path_factory.mktemp("secure"), **SECURE_ENV)
+    instance = _start(model_store, tmp_path_factory.mktemp("secure"),
+                      APPLIANCE_MQTT__WS_PORT=str(free_port()), **SECURE_ENV)
     yield instance
     instance.stop()
 
@@ -61,3 +62,9 @@ def crafted(box: Appliance, **overrides: Any) -> str:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def jwks(box: Appliance) -> dict[str, Any]:
+    import httpx
+
+    return httpx.get(f"{box.base_url}/.well-known/jwks.json", verify=box.verify).json()

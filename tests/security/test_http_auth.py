@@ -8,6 +8,7 @@ import time
 
 import httpx
 import jwt
+import openai
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,6 +38,21 @@ def test_a_valid_chat_token_gets_a_completion(secure_box: Appliance) -> None:
         response = http.post("/v1/chat/completions", json=CHAT, headers=auth(token))
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"]
+
+
+def test_the_openai_client_works_over_tls_with_a_token_and_fails_without(
+        secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "openai-user", "chat")
+
+    def openai_client(api_key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{secure_box.base_url}/v1", api_key=api_key,
+                             http_client=httpx.Client(verify=secure_box.verify), max_retries=0)
+
+    reply = openai_client(token).chat.completions.create(
+        model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content
+    with pytest.raises(openai.AuthenticationError):
+        openai_client("sk-not-a-box-token").models.list()
 
 
 def test_no_token_is_refused_with_a_bearer_challenge(secure_box: Appliance) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 
+from appliance.security.signing import verify_event
 from tests.conftest import Appliance
 from tests.gateway.test_mqtt import Device, wait
-from tests.security.conftest import crafted, operator_token
+from tests.security.conftest import crafted, jwks, operator_token
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +28,21 @@ def connack_of(box: Appliance, client_id: str, token: str | None) -> int:
         device.client.disconnect()
 
 
-def test_a_device_with_its_token_chats_over_mqtts(secure_box: Appliance) -> None:
-    token = operator_token(secure_box, "meter-1", "chat")
-    device = Device(secure_box, "meter-1", token=token).connect()
+@pytest.mark.parametrize("transport", ["mqtts", "mqtt over wss"])
+def test_a_device_with_its_token_chats_and_the_reply_is_signed_by_the_box(
+        secure_box: Appliance, transport: str) -> None:
+    client_id = f"meter-1{'w' if transport != 'mqtts' else ''}"
+    token = operator_token(secure_box, client_id, "chat")
+    device = Device(secure_box, client_id, token=token,
+                    websocket=transport != "mqtts").connect()
     try:
         device.subscribe_own()
         device.request({"id": "q1", "text": "/help"})
-        assert device.wait_for("/reply")["id"] == "q1"
+        reply = device.wait_for("/reply")
+        assert reply["id"] == "q1"
+        verify_event(jwks(secure_box), reply)
+        with pytest.raises(InvalidSignature):
+            verify_event(jwks(secure_box), {**reply, "text": "Transfer the money."})
     finally:
         device.close()
 

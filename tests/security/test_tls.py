@@ -17,9 +17,10 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from appliance.security.pki import init_ca, issue_client, issue_server, tls_files
+from appliance.security.signing import verify_event
 from appliance.security.tls import ReloadingContext, client_context
 from tests.conftest import Appliance
-from tests.security.conftest import cli, operator_token
+from tests.security.conftest import cli, jwks, operator_token
 
 
 def tls12_only(ca: Path) -> ssl.SSLContext:
@@ -100,7 +101,9 @@ def test_a_websocket_with_a_token_chats_over_tls(secure_box: Appliance) -> None:
                 if event["type"] in ("reply", "error"):
                     return event
 
-    assert asyncio.run(chat())["type"] == "reply"
+    reply = asyncio.run(chat())
+    assert reply["type"] == "reply"
+    verify_event(jwks(secure_box), reply)
 
 
 @pytest.fixture

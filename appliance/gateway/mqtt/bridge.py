@@ -34,6 +34,7 @@ from appliance.store.states import FINISHED
 
 log = logging.getLogger(__name__)
 ROUTES_KEPT = 100_000
+SIGNED = ("reply", "error")  # the answers; acks and tokens stay light
 
 
 class MqttRequest(BaseModel):
@@ -67,8 +68,10 @@ def broker_config(settings: Settings, bridge: MqttBridge | None = None,
 
 class MqttBridge:
     def __init__(self, settings: Settings, pipeline: Pipeline, access: Access | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.settings = settings
+        self.sign = sign
         self.pipeline = pipeline
         self.access = access
         self.ssl_context = ssl_context
@@ -228,5 +231,7 @@ class MqttBridge:
     async def _publish(self, topic: str, payload: dict[str, Any], qos: int) -> None:
         if self.broker is None:
             return
+        if self.sign is not None and payload.get("type") in SIGNED:
+            payload = self.sign(payload)
         data = json.dumps(payload, ensure_ascii=False).encode()
         await self.broker.internal_message_broadcast(topic, data, qos)
