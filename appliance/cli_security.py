@@ -152,7 +152,9 @@ def token_revoke(token_or_jti: Annotated[str, typer.Argument(help="The token, or
             payload = jwt.decode(token_or_jti, options={"verify_signature": False})
         except jwt.DecodeError:
             raise fail("not a token; pass the token or its jti") from None
-        jti, expires = str(payload.get("jti", "")), float(payload.get("exp", expires))
+        jti = str(payload.get("jti", ""))
+        # Kept past exp by the leeway, during which verification would still accept it.
+        expires = float(payload.get("exp", expires)) + settings.security.token_leeway_s
     if not jti:
         raise fail("the token has no jti")
     ReplayGuard(connect(settings.paths.database)).revoke(jti, expires)

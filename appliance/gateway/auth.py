@@ -65,7 +65,13 @@ def require(scope: str) -> Callable[[HTTPConnection], Awaitable[Claims | None]]:
 
 
 def principal(claims: Claims | None) -> str | None:
-    """Whose conversations a caller may touch: None (any) when auth is off or for admins."""
+    """Whose conversations a caller may read: None (any) when auth is off or for admins."""
     if claims is None or claims.allows("admin"):
         return None
     return claims.sub
+
+
+def author(claims: Claims | None) -> str | None:
+    """Who owns what a caller writes: its subject, admins included (so no conversation an
+    admin starts is left open to everyone); None when auth is off."""
+    return claims.sub if claims is not None else None

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.gateway.auth import principal, require
+from appliance.gateway.auth import author, principal, require
 from appliance.gateway.errors import APIError
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
@@ -87,7 +87,7 @@ async def post_message(body: MessageIn, request: Request,
         sender = who
     _check_readable(request, body.conversation, claims)
     envelope = Envelope(id=body.id, conversation=body.conversation, channel="http",
-                        sender=sender, text=body.text, principal=who)
+                        sender=sender, text=body.text, principal=author(claims))
     try:
         record, created = await submit_and_wait(
             pipeline, envelope, request.app.state.settings.chat.reply_wait_s if body.wait else 0)

@@ -18,21 +18,25 @@ sent at most once per connection, even when a resume overlaps live delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.gateway.auth import authenticate, principal
+from appliance.gateway.auth import authenticate, author, principal
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
+from appliance.security.access import Access
 from appliance.security.tokens import AuthError, Claims
 from appliance.store.messages import ForbiddenConversation
 from appliance.store.states import FINISHED
 
 router = APIRouter()
+TOKEN_CHECK_S = 2.0
 
 
 class WsMessage(BaseModel):
@@ -54,7 +58,7 @@ class WsResume(BaseModel):
 class Session:
     def __init__(self, socket: WebSocket, pipeline: Pipeline, max_text: int,
                  claims: Claims | None = None,
-                 sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 sign: Callable[[dict[str, Any], str], dict[str, Any]] | None = None) -> None:
         self.socket = socket
         self.sign = sign
         self.claims = claims
@@ -77,7 +81,7 @@ class Session:
                 return
             self.finished_sent.add(key)
             if self.sign is not None:
-                event = self.sign(event)
+                event = self.sign(event, self.claims.sub if self.claims else "")
         await self.socket.send_text(json.dumps(event, ensure_ascii=False))
 
     def subscribe(self, conversation: str) -> None:
@@ -128,7 +132,7 @@ class Session:
         try:
             record, created = await self.pipeline.submit(Envelope(
                 id=message.id, conversation=message.conversation, channel="ws",
-                sender=sender, text=message.text, principal=self.principal))
+                sender=sender, text=message.text, principal=author(self.claims)))
         except ForbiddenConversation:
             await self.forbidden(message.conversation, message.id)
             return
@@ -147,7 +151,14 @@ class Session:
         if not self.pipeline.store.may_read(resume.conversation, self.principal):
             await self.forbidden(resume.conversation, None)
             return
-        if resume.last_seq and not self.pipeline.store.has_conversation(resume.conversation):
+        known = self.pipeline.store.has_conversation(resume.conversation)
+        if not known and self.principal is not None:
+            # Listening in on a conversation before its owner starts it would leak the
+            # owner's answers: an authenticated client resumes only what it can already read.
+            await self.error("unknown_conversation", f"no conversation {resume.conversation!r}"
+                             " yet; send its first message instead of resuming")
+            return
+        if resume.last_seq and not known:
             await self.error("unknown_conversation", f"no conversation {resume.conversation!r} "
                              "to resume; resume with last_seq 0 to wait for its first message")
             return
@@ -182,6 +193,9 @@ async def chat_socket(socket: WebSocket) -> None:
     app_state = socket.app.state
     session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars,
                       claims, app_state.sign_event)
+    watchdog = None
+    if claims is not None and app_state.access is not None:
+        watchdog = asyncio.create_task(_close_when_token_ends(socket, claims, app_state.access))
     try:
         while True:
             message = await socket.receive()
@@ -194,4 +208,23 @@ async def chat_socket(socket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         session.close()
+
+
+async def _close_when_token_ends(socket: WebSocket, claims: Claims, access: Access) -> None:
+    """A socket lives on its handshake's token: closed (1008) once that token expires or is
+    revoked, checked every TOKEN_CHECK_S."""
+    while True:
+        await asyncio.sleep(TOKEN_CHECK_S)
+        if claims.exp + access.leeway_s < time.time():
+            reason = "token expired"
+        elif access.guard.is_revoked(claims.jti):
+            reason = "token revoked"
+        else:
+            continue
+        access.refused("ws", claims.sub, reason.split()[1], f"open socket closed: {reason}")
+        with contextlib.suppress(Exception):
+            await socket.close(code=1008, reason=reason)
+        return

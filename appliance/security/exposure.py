@@ -33,7 +33,7 @@ def exposure_problems(settings: Settings) -> list[str]:
     exposed = exposed_listeners(settings)
     missing = [name for name, on in (("security.tls", settings.security.tls),
                                      ("security.auth", settings.security.auth)) if not on]
-    if not exposed or not missing:
+    if not exposed or not missing or settings.security.insecure_expose_without_tls_or_auth:
         return []
     return [f"{', '.join(exposed)} listen beyond loopback but {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} off: anyone on the network could use the "

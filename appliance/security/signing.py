@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ TIMESTAMP = "X-Appliance-Timestamp"
 NONCE = "X-Appliance-Nonce"
 SIGNATURE = "X-Appliance-Signature"
 MAX_NONCE_CHARS = 128
+TIMESTAMP_FORMAT = re.compile(r"[0-9]{1,12}")
+NONCE_FORMAT = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NONCE_CHARS}}}")
 
 
 def signed_string(timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -55,16 +58,17 @@ def verify_hmac(secret: bytes, headers: Mapping[str, str], body: bytes, window_s
     signature = headers.get(SIGNATURE, "")
     if not (timestamp and nonce and signature):
         raise AuthError("unsigned", f"send {TIMESTAMP}, {NONCE} and {SIGNATURE}")
-    if not timestamp.isdigit() or len(nonce) > MAX_NONCE_CHARS:
-        raise AuthError("malformed", "timestamp must be Unix seconds and the nonce at most "
-                        f"{MAX_NONCE_CHARS} characters")
+    if not TIMESTAMP_FORMAT.fullmatch(timestamp) or not NONCE_FORMAT.fullmatch(nonce) \
+            or not signature.isascii():
+        raise AuthError("malformed", "timestamp must be Unix seconds, the nonce 1 to "
+                        f"{MAX_NONCE_CHARS} of A-Z a-z 0-9 _ - and the signature ASCII")
     skew = abs(time.time() - int(timestamp))
     if skew > window_s:
         raise AuthError("stale", f"timestamp is {skew:.0f} s away from the box's clock; the "
                         f"window is {window_s} s")
     expected = "sha256=" + hmac.new(secret, signed_string(timestamp, nonce, body),
                                     hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise AuthError("signature", "signature does not verify")
     # Only a correctly signed request may spend a nonce (no one can burn others' nonces).
     if not guard.first_use("nonce", f"{scope}:{nonce}", time.time() + 2 * window_s):
@@ -86,12 +90,15 @@ def canonical(event: Mapping[str, Any]) -> bytes:
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_event(keys: SigningKeys, event: dict[str, Any]) -> dict[str, Any]:
-    """A reply or error event for MQTT/WebSocket with ``sig`` over its canonical form
-    (without ``sig``), so a device can tell the box's answers from injected ones."""
+def sign_event(keys: SigningKeys, event: dict[str, Any], recipient: str,
+               now: float | None = None) -> dict[str, Any]:
+    """A reply or error event for MQTT/WebSocket, addressed (``to``) and dated (``ts``), with
+    ``sig`` over its canonical form without ``sig``: a device can tell the box's answers from
+    injected ones, and one addressed to another device or replayed much later."""
+    dated = {**event, "to": recipient, "ts": int(now if now is not None else time.time())}
     kid, key = keys.private()
-    signature = base64.urlsafe_b64encode(key.sign(canonical(event))).rstrip(b"=").decode()
-    return {**event, "sig": f"ed25519;kid={kid};sig={signature}"}
+    signature = base64.urlsafe_b64encode(key.sign(canonical(dated))).rstrip(b"=").decode()
+    return {**dated, "sig": f"ed25519;kid={kid};sig={signature}"}
 
 
 def verify_event(jwks: dict[str, Any], event: Mapping[str, Any]) -> str:

@@ -141,16 +141,19 @@ class SigningKeys:
         return self._active
 
     def private(self, kid: str | None = None) -> tuple[str, Ed25519PrivateKey]:
+        """The signing key (the active one unless ``kid``), following rotations made by
+        another process within a second."""
         self._ensure_loaded()
+        self.refresh()
         kid = kid or self._active
         return kid, self._private[kid]
 
     def public(self, kid: str) -> Ed25519PublicKey | None:
+        """The verifying key for ``kid``; a key retired or added by another process counts
+        within a second (the directory is looked at, at most once a second)."""
         self._ensure_loaded()
+        self.refresh()
         key = self._private.get(kid)
-        if key is None:
-            self.refresh()
-            key = self._private.get(kid)
         return key.public_key() if key is not None else None
 
     def kids(self) -> list[str]:

@@ -129,7 +129,9 @@ class MessageStore:
 
     def may_read(self, conversation: str, principal: str | None) -> bool:
         """Whether ``principal`` may see the conversation: None (no authentication, or an
-        admin) always may, as may anyone for an unowned or unknown conversation."""
+        admin) always may; a principal its own conversations, and an unknown one (which it
+        would then own). A conversation without owner (started while authentication was off)
+        is for admins only."""
         if principal is None:
             return True
         owner = self.db.execute("SELECT owner, kid FROM conversations WHERE id=?",
@@ -137,8 +139,10 @@ class MessageStore:
         return owner is None or self._owns(owner, principal)
 
     def _owns(self, owner: sqlite3.Row, principal: str | None) -> bool:
-        if principal is None or owner["owner"] == "":
+        if principal is None:
             return True
+        if owner["owner"] == "":
+            return False
         return hmac.compare_digest(owner["owner"].encode(),
                                    self._owner_key(principal, owner["kid"]).encode())
 

@@ -229,3 +229,30 @@ def test_health_probes_need_no_token(secure_box: Appliance) -> None:
     with client(secure_box) as http:
         assert http.get("/healthz").status_code == 200
         assert http.get("/readyz").status_code == 200
+
+
+def test_a_conversation_an_admin_started_is_not_open_to_devices(secure_box: Appliance) -> None:
+    admin = operator_token(secure_box, "ops", "admin")
+    device = operator_token(secure_box, "kiosk-x", "chat")
+    with client(secure_box) as http:
+        assert http.post("/v1/messages", headers=auth(admin), json={
+            "id": "a1", "conversation": "ops-notes", "text": "/help"}).status_code == 200
+        refused(http.get("/v1/conversations/ops-notes/messages", headers=auth(device)), 403,
+                "forbidden")
+        assert http.get("/v1/conversations/ops-notes/messages",
+                        headers=auth(admin)).status_code == 200
+
+
+def test_a_retired_signing_key_stops_its_tokens_without_a_restart(
+        secure_box: Appliance) -> None:
+    old_kid = box_keys(secure_box).active_kid()
+    token = operator_token(secure_box, "legacy", "chat")
+    with client(secure_box) as http:
+        assert http.get("/v1/models", headers=auth(token)).status_code == 200
+        assert cli(secure_box, "keys", "rotate", "--signing").returncode == 0
+        assert http.get("/v1/models", headers=auth(token)).status_code == 200  # still valid
+        assert cli(secure_box, "keys", "retire", old_kid).returncode == 0
+        time.sleep(1.2)  # keys are looked for at most once a second
+        refused(http.get("/v1/models", headers=auth(token)), 401, "unknown_key")
+        fresh = operator_token(secure_box, "legacy", "chat")
+        assert http.get("/v1/models", headers=auth(fresh)).status_code == 200

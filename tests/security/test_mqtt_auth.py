@@ -11,7 +11,7 @@ from cryptography.exceptions import InvalidSignature
 from appliance.security.signing import verify_event
 from tests.conftest import Appliance
 from tests.gateway.test_mqtt import Device, wait
-from tests.security.conftest import crafted, jwks, operator_token
+from tests.security.conftest import cli, crafted, jwks, operator_token
 
 pytestmark = pytest.mark.e2e
 
@@ -117,3 +117,51 @@ def test_a_device_cannot_write_into_another_devices_conversation(
     finally:
         owner.close()
         intruder.close()
+
+
+def test_a_will_aimed_at_another_devices_replies_is_refused(secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-11", "chat")
+    device = Device(secure_box, "meter-11", token=token,
+                    will=("appliance/v1/res/meter-12/reply", b'{"type": "reply"}'))
+    device.client.connect("127.0.0.1", secure_box.mqtt_port)
+    device.client.loop_start()
+    try:
+        wait(lambda: bool(device.connack), "CONNACK", timeout=30)
+        assert device.connack[0].value == 135
+    finally:
+        device.client.loop_stop()
+        device.client.disconnect()
+
+
+def test_a_device_cannot_retain_messages(secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-13", "chat")
+    device = Device(secure_box, "meter-13", token=token).connect()
+    try:
+        device.client.publish("appliance/v1/req/meter-13", b"{}", qos=1, retain=True)
+        wait(lambda: "meter-13 may not retain" in secure_box.log(), "the refusal", timeout=30)
+    finally:
+        device.close()
+
+
+def test_a_packet_far_over_the_payload_limit_drops_the_connection(
+        secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-14", "chat")
+    device = Device(secure_box, "meter-14", token=token).connect()
+    try:
+        device.client.publish("appliance/v1/req/meter-14", b"x" * 300_000, qos=1)
+        wait(lambda: not device.client.is_connected(), "the disconnect", timeout=30)
+        assert "PacketTooLarge" in secure_box.log()
+    finally:
+        device.close()
+
+
+def test_a_revoked_token_disconnects_its_device(secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "meter-15", "chat")
+    device = Device(secure_box, "meter-15", token=token).connect()
+    try:
+        device.client.reconnect_delay_set(60, 120)  # stay down once dropped
+        assert cli(secure_box, "token", "revoke", token).returncode == 0
+        wait(lambda: "meter-15 disconnected: its token was revoked" in secure_box.log(),
+             "the disconnect", timeout=30)
+    finally:
+        device.close()

@@ -47,11 +47,13 @@ def test_no_principal_skips_the_check(store: MessageStore) -> None:
     assert store.may_read("c1", None)
 
 
-def test_a_conversation_started_without_a_principal_is_open_to_everyone(
+def test_a_conversation_started_without_a_principal_is_for_admins_only(
         store: MessageStore) -> None:
-    store.accept(envelope("m1", principal=None))
-    assert store.accept(envelope("m2", principal="bob"))[1]
-    assert store.may_read("c1", "bob")
+    store.accept(envelope("m1", principal=None))  # authentication was off, or an old database
+    with pytest.raises(ForbiddenConversation):
+        store.accept(envelope("m2", principal="bob"))
+    assert not store.may_read("c1", "bob")
+    assert store.may_read("c1", None)
 
 
 def test_only_the_owner_may_read(store: MessageStore) -> None:

@@ -88,3 +88,17 @@ def test_doctor_flags_encrypted_records_whose_key_file_is_gone(tmp_path: Path) -
     code, findings = doctor(tmp_path)
     assert code == 1
     assert any("data.keys is missing" in f["message"] for f in findings)
+
+
+def test_the_loud_setting_lets_an_exposed_box_start_and_doctor_still_flags_it(
+        tmp_path: Path) -> None:
+    from appliance.config import Settings
+    from appliance.security.audit import audit
+    from appliance.security.exposure import exposure_problems
+
+    settings = Settings(http={"host": "0.0.0.0"}, security={
+        "auth": False, "insecure_expose_without_tls_or_auth": True},
+        paths={"data_dir": tmp_path})
+    assert exposure_problems(settings) == []
+    assert any(f.level == "error" and "insecure_expose" in f.message
+               for f in audit(settings))

@@ -10,11 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from appliance.security.pki import init_ca, issue_client, issue_server, tls_files
 from appliance.security.signing import verify_event
@@ -153,3 +154,36 @@ def test_mutual_tls_accepts_a_client_certificate_from_the_boxs_ca(
     cert, key = issue_client(files, "kiosk-1")
     with handshake(port, client_context(files.ca_cert, cert, key)) as conn:
         assert conn.recv(5) == b"hello"
+
+
+def ws_connect(box: Appliance, token: str) -> Any:
+    return websockets.connect(f"wss://127.0.0.1:{box.port}/v1/ws",
+                              additional_headers={"Authorization": f"Bearer {token}"},
+                              ssl=client_context(box.ca_file))
+
+
+def test_a_websocket_cannot_listen_in_on_a_conversation_before_it_exists(
+        secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "mallory-ws", "chat")
+
+    async def resume() -> dict:
+        async with ws_connect(secure_box, token) as socket_:
+            await socket_.send(json.dumps({"type": "resume", "conversation": "kiosk-future",
+                                           "last_seq": 0}))
+            return json.loads(await asyncio.wait_for(socket_.recv(), 30))
+
+    event = asyncio.run(resume())
+    assert event["type"] == "error" and event["code"] == "unknown_conversation"
+
+
+def test_a_websocket_is_closed_when_its_token_is_revoked(secure_box: Appliance) -> None:
+    token = operator_token(secure_box, "revoked-ws", "chat")
+
+    async def hold() -> int:
+        async with ws_connect(secure_box, token) as socket_:
+            assert cli(secure_box, "token", "revoke", token).returncode == 0
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(socket_.recv(), 30)
+            return closed.value.rcvd.code
+
+    assert asyncio.run(hold()) == 1008

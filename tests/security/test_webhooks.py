@@ -130,3 +130,20 @@ def test_a_callback_integration_gets_the_reply_posted_and_signed(
     jwks = httpx.get(f"{secure_box.base_url}/.well-known/jwks.json", verify=secure_box.verify
                      ).json()
     verify_box(jwks, {k.title(): v for k, v in headers.items()}, body)
+
+
+@pytest.mark.parametrize("tamper", [{"X-Appliance-Timestamp": "9" * 400},
+                                    {"X-Appliance-Signature": "sha256=é"},
+                                    {"X-Appliance-Nonce": "../../x"}])
+def test_malformed_signature_headers_get_a_401_not_a_crash(secure_box: Appliance,
+                                                           tamper: dict[str, str]) -> None:
+    secret = add_integration(secure_box, "viber")
+    body = message(8)
+    headers = {**hmac_headers(secret, json.dumps(body).encode()), **tamper}
+    raw = json.dumps(body).encode()
+    response = httpx.post(f"{secure_box.base_url}/v1/webhooks/viber", content=raw,
+                          timeout=60, verify=secure_box.verify,
+                          headers={"Content-Type": "application/json",
+                                   **{k: v.encode() for k, v in headers.items()}})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "malformed"

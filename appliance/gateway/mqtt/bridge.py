@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from appliance.config import Settings
 from appliance.gateway.mqtt.broker import ApplianceBroker
 from appliance.gateway.mqtt.persistence import BrokerState
-from appliance.gateway.mqtt.topics import error_topic, reply_topic, request_topic
+from appliance.gateway.mqtt.topics import (
+    error_topic,
+    reply_topic,
+    request_topic,
+    topic_client_id,
+)
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
@@ -34,6 +40,10 @@ from appliance.store.states import FINISHED
 
 log = logging.getLogger(__name__)
 ROUTES_KEPT = 100_000
+CREDENTIAL_SWEEP_S = 2.0
+# Payloads up to this many times mqtt.max_payload_bytes get an error reply; bigger packets
+# close the connection before they are read.
+PACKET_LIMIT_FACTOR = 4
 SIGNED = ("reply", "error")  # the answers; acks and tokens stay light
 
 
@@ -69,7 +79,7 @@ def broker_config(settings: Settings, bridge: MqttBridge | None = None,
 class MqttBridge:
     def __init__(self, settings: Settings, pipeline: Pipeline, access: Access | None = None,
                  ssl_context: ssl.SSLContext | None = None,
-                 sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 sign: Callable[[dict[str, Any], str], dict[str, Any]] | None = None) -> None:
         self.settings = settings
         self.sign = sign
         self.pipeline = pipeline
@@ -81,6 +91,7 @@ class MqttBridge:
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._tasks: set[asyncio.Future[None]] = set()
         self._unsubscribe = lambda: None
+        self._sweeper: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.state = BrokerState(connect(self.settings.paths.database,
@@ -90,13 +101,32 @@ class MqttBridge:
         self.broker = ApplianceBroker(config,
                                       offline_queue_max=self.settings.mqtt.offline_queue_max,
                                       intake=self.intake, acked=self.acked, state=self.state,
-                                      ssl_context=self.ssl_context)
+                                      ssl_context=self.ssl_context,
+                                      max_packet=PACKET_LIMIT_FACTOR
+                                      * self.settings.mqtt.max_payload_bytes)
         await self.broker.start()
+        if self.access is not None:
+            self._sweeper = asyncio.ensure_future(self._sweep_credentials())
         self._unsubscribe = self.pipeline.hub.subscribe_all(self._on_event)
         log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,
                  f" and ws {self.settings.mqtt.ws_port}" if self.settings.mqtt.ws_port else "")
 
+    async def _sweep_credentials(self) -> None:
+        """Tokens are checked at CONNECT; a device whose token is later revoked or expires is
+        disconnected here (within CREDENTIAL_SWEEP_S), not left connected for days."""
+        assert self.access is not None and self.broker is not None
+        while True:
+            await asyncio.sleep(CREDENTIAL_SWEEP_S)
+            now = time.time()
+            for client_id, jti, exp in self.broker.connected_credentials():
+                if exp + self.access.leeway_s < now:
+                    self.broker.drop(client_id, "its token expired")
+                elif self.access.guard.is_revoked(jti):
+                    self.broker.drop(client_id, "its token was revoked")
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._unsubscribe()
         if self.broker is not None:
             with contextlib.suppress(Exception):
@@ -232,6 +262,6 @@ class MqttBridge:
         if self.broker is None:
             return
         if self.sign is not None and payload.get("type") in SIGNED:
-            payload = self.sign(payload)
+            payload = self.sign(payload, topic_client_id(topic))
         data = json.dumps(payload, ensure_ascii=False).encode()
         await self.broker.internal_message_broadcast(topic, data, qos)

@@ -52,12 +52,44 @@ QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 Acked = Callable[[str, str, bytes], None]
 
 
+class PacketTooLarge(Exception):
+    """A packet longer than the broker accepts: the connection is dropped before the bytes
+    are read (amqtt would otherwise buffer up to 256 MiB per PUBLISH)."""
+
+
+class LimitedReader:
+    def __init__(self, reader: Any, max_read: int) -> None:
+        self._reader = reader
+        self.max_read = max_read
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self.max_read:
+            raise PacketTooLarge(f"a {n}-byte packet body; the limit is {self.max_read}")
+        return await self._reader.read(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+def is_strict(session: Session) -> bool:
+    """An authenticated, non-admin device: confined to its own topics, no retain, no wills
+    elsewhere. (No scopes at all means authentication is off.)"""
+    scopes = getattr(session, "appliance_scopes", None)
+    return scopes is not None and "admin" not in scopes
+
+
 class ApplianceHandler(BrokerProtocolHandler):
     def __init__(self, *args: Any, intake: Intake | None = None, acked: Acked | None = None,
-                 **kwargs: Any) -> None:
+                 max_packet: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.intake = intake
         self.acked = acked
+        self.max_packet = max_packet
+
+    def attach(self, session: Session, reader: Any, writer: Any) -> None:
+        if self.max_packet:
+            reader = LimitedReader(reader, self.max_packet)
+        super().attach(session, reader, writer)
 
     async def _handle_message_flow(self, app_message: Any) -> None:
         if app_message.direction == INCOMING and self.intake is not None and self.session:
@@ -163,8 +195,10 @@ _PUBLISH_QOS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 class ApplianceBroker(Broker):
     def __init__(self, config: Any, offline_queue_max: int, intake: Intake | None = None,
                  acked: Acked | None = None, state: BrokerState | None = None,
-                 ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+                 ssl_context: ssl.SSLContext | None = None, max_packet: int = 0,
+                 **kwargs: Any) -> None:
         self.ssl_context = ssl_context
+        self.max_packet = max_packet
         super().__init__(config, **kwargs)
         self.offline_queue_max = offline_queue_max
         self.intake = intake
@@ -185,7 +219,7 @@ class ApplianceBroker(Broker):
             return True
         client_id = session.client_id or ""
         scopes = getattr(session, "appliance_scopes", None)  # None: authentication is off
-        strict = scopes is not None and "admin" not in scopes
+        strict = is_strict(session)
         if action == Action.PUBLISH:
             allowed = may_publish(client_id, topic, strict)
         else:
@@ -268,23 +302,59 @@ class ApplianceBroker(Broker):
             with contextlib.suppress(Exception):
                 await writer.close()
             raise MQTTError(str(exc)) from exc
+        refusal = None
         if not await super()._authenticate(incoming, None):  # type: ignore[arg-type]
+            refusal = "not authorized"
+        elif incoming.will_flag and not self._will_allowed(incoming):
+            refusal = f"will on {incoming.will_topic!r} not allowed"
+            log.warning("MQTT client %s refused: its will targets %r%s", incoming.client_id,
+                        incoming.will_topic, " (retained)" if incoming.will_retain else "")
+        if refusal is not None:
             connack = ConnackPacket.build(0, NOT_AUTHORIZED)
             with contextlib.suppress(Exception):
                 await connack.to_stream(writer)
                 await writer.close()
-            raise MQTTError(f"client {incoming.client_id!r} not authorized")
+            raise MQTTError(f"client {incoming.client_id!r}: {refusal}")
         session = await self._adopt(incoming)
         session.appliance_authenticated = True  # type: ignore[attr-defined]
-        session.appliance_scopes = getattr(  # type: ignore[attr-defined]
-            incoming, "appliance_scopes", None)
+        for name in ("appliance_scopes", "appliance_jti", "appliance_exp"):
+            setattr(session, name, getattr(incoming, name, None))
         if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
         if self.state is not None and session.clean_session and session.client_id:
             self.state.forget(session.client_id)
         handler = ApplianceHandler(self.plugins_manager, loop=self._loop, intake=self.intake,
-                                   acked=self.acked)
+                                   acked=self.acked, max_packet=self.max_packet)
         return handler, session
+
+    @staticmethod
+    def _will_allowed(session: Session) -> bool:
+        """A will is a publish made later on the client's behalf: the same ACL applies (stock
+        amqtt publishes and retains it unchecked)."""
+        strict = is_strict(session)
+        if strict and session.will_retain:
+            return False
+        return may_publish(session.client_id or "", session.will_topic or "", strict)
+
+    def drop(self, client_id: str, reason: str) -> bool:
+        """Close a connected client's connection (its will is published, as for any abnormal
+        end). Used when its credential is revoked or expires."""
+        entry = self._sessions.get(client_id)
+        if entry is None or entry[1] is None or not entry[0].transitions.is_connected():
+            return False
+        log.warning("MQTT client %s disconnected: %s", client_id, reason)
+        handler = entry[1]
+        handler._closing = asyncio.ensure_future(handler.handle_connection_closed())
+        return True
+
+    def connected_credentials(self) -> list[tuple[str, str, float]]:
+        """(client id, token jti, token exp) of every connected authenticated client."""
+        found = []
+        for client_id, (session, _handler) in list(self._sessions.items()):
+            jti = getattr(session, "appliance_jti", None)
+            if jti and session.transitions.is_connected():
+                found.append((client_id, jti, float(getattr(session, "appliance_exp", 0.0))))
+        return found
 
     async def _adopt(self, incoming: Session) -> Session:
         """amqtt's session bookkeeping for an accepted CONNECT (from 0.12.1's
@@ -327,6 +397,10 @@ class ApplianceBroker(Broker):
 
     async def retain_message(self, source_session: Session | None, topic_name: str | None,
                              data: bytes | bytearray | None, qos: int | None = None) -> None:
+        if source_session is not None and is_strict(source_session):
+            log.warning("MQTT client %s may not retain messages (%s)", source_session.client_id,
+                        topic_name)
+            return
         await super().retain_message(source_session, topic_name, data, qos)
         if self.state is not None and topic_name is not None:
             self.state.retain(topic_name, bytes(data or b""), qos or 0)

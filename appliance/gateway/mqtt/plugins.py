@@ -58,6 +58,8 @@ class DeviceAuth(BaseAuthPlugin):
                            f"client id must be the token's subject {claims.sub!r}")
             return False
         session.appliance_scopes = claims.scopes  # type: ignore[attr-defined]
+        session.appliance_jti = claims.jti  # type: ignore[attr-defined]
+        session.appliance_exp = claims.exp  # type: ignore[attr-defined]
         return True
 
 

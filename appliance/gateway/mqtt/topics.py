@@ -26,6 +26,11 @@ def error_topic(client_id: str) -> str:
     return f"{PREFIX}/err/{client_id}"
 
 
+def topic_client_id(topic: str) -> str:
+    """The device a reply or error topic addresses (``appliance/v1/res/{id}/...``)."""
+    return topic.split("/")[3] if topic.count("/") >= 3 else ""
+
+
 def is_safe_client_id(client_id: str | None) -> bool:
     return bool(client_id) and bool(SAFE_CLIENT_ID.match(client_id or ""))
 
