@@ -68,7 +68,11 @@ class Generation:
                     if self._held is not None:
                         event, self._held = self._held, None
                     else:
-                        event = await asyncio.wait_for(self._queue.get(), idle_timeout)
+                        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                        # meets an already-arrived token, and the generation then runs to its
+                        # end for a client that is gone (the engine slot stays busy).
+                        async with asyncio.timeout(idle_timeout):
+                            event = await self._queue.get()
                 except TimeoutError:
                     raise EngineRejected("timeout", "the engine produced nothing in time") from None
                 kind = event.get("event")
@@ -138,7 +142,8 @@ class EngineClient:
         self._pending[gen_id] = queue
         try:
             self._send({"op": "generate", **params})
-            first = await asyncio.wait_for(queue.get(), self.health_timeout_s * 6)
+            async with asyncio.timeout(self.health_timeout_s * 6):  # see Generation.events
+                first = await queue.get()
         except (TimeoutError, ConnectionError) as exc:
             await self.abort(gen_id)  # it may still be admitted: nobody would read it
             raise EngineUnavailable("the engine did not answer") from exc
