@@ -90,7 +90,11 @@ class Appliance:
         raise TimeoutError(f"appliance not ready in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
+        """The end of the log, for failure messages."""
         return self.log_path.read_text(errors="replace")[-6000:]
+
+    def full_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.process.poll() is None:

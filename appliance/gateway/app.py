@@ -72,6 +72,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         app.state.access = access
         app.state.replay = ReplayGuard(security_db)
         app.state.on_refused = on_refused
+        if tls is not None:
+            tls.watcher.on_refused = on_refused
         background = []
         if tls is not None:
             background.append(asyncio.create_task(tls.watch(settings.security.cert_reload_s)))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
+from appliance.security.access import log_refusal
 from appliance.security.pki import PkiError, TlsFiles
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,39 @@ VERIFY_MODES = {"off": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
 
 def _stamp(paths: list[Path]) -> tuple[int, ...]:
     return tuple(p.stat().st_mtime_ns for p in paths)
+
+
+TLS_RECORD_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
+FATAL = 2
+Refused = Callable[[str, str, str, str], None]
+
+
+class HandshakeWatcher:
+    """Logs refused handshakes, which the event loop drops silently: a plain-text client on a
+    TLS port (its first record is not TLS), and every fatal alert the box sends (a TLS 1.2
+    client gets ``protocol_version``; a missing or foreign client certificate its own).
+
+    Uses ``SSLContext._msg_callback``, CPython's (undocumented) hook on OpenSSL's message
+    callback, the only place these failures are visible; it sees no peer address.
+    """
+
+    def __init__(self) -> None:
+        self.on_refused: Refused = log_refusal
+
+    def __call__(self, conn: object, direction: str, version: object, content_type: int,
+                 msg_type: int, data: bytes) -> None:
+        try:
+            if content_type == ssl._TLSContentType.HEADER:
+                if direction == "read" and data and data[0] not in TLS_RECORD_TYPES:
+                    preview = data[:5].decode("ascii", "replace")
+                    self.on_refused("tls", "?", "not_tls",
+                                    f"plain text ({preview!r}...) on a TLS port")
+            elif (content_type == ssl._TLSContentType.ALERT and direction == "write"
+                  and len(data) == 2 and data[0] == FATAL):
+                alert = ssl._TLSAlertType(data[1]).name.lower()
+                self.on_refused("tls", "?", "handshake", f"TLS alert {alert} sent")
+        except Exception:  # a logging hook must never break a handshake
+            log.debug("TLS message callback failed", exc_info=True)
 
 
 class ReloadingContext:
@@ -39,6 +74,9 @@ class ReloadingContext:
         context.verify_mode = VERIFY_MODES[client_certs]
         if client_certs != "off":
             context.load_verify_locations(cafile=str(files.ca_cert))
+        self.watcher = HandshakeWatcher()
+        if hasattr(context, "_msg_callback"):
+            context._msg_callback = self.watcher
         self.context = context
         self._watched = [files.server_cert, files.server_key]
         self._stamp = self._load()

@@ -217,7 +217,7 @@ def test_refusals_are_logged_and_counted(secure_box: Appliance) -> None:
         http.get("/v1/models", headers=auth("not-a-jwt"))
         text = http.get("/metrics", headers=auth(operator_token(secure_box, "prom", "metrics")
                                                  )).text
-    assert "refused http /v1/models" in secure_box.log()
+    assert "refused http /v1/models" in secure_box.full_log()
     samples = {(s.labels.get("channel"), s.labels.get("reason")): s.value
                for family in text_string_to_metric_families(text)
                if family.name == "appliance_auth_refusals" for s in family.samples

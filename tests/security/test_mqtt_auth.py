@@ -55,7 +55,7 @@ def test_a_connect_without_a_valid_token_is_refused_not_authorized(
              "garbage": "not-a-token",
              "another subject": operator_token(secure_box, "meter-3", "chat")}[case]
     assert connack_of(secure_box, "meter-2", token) == 135  # MQTT 3.1.1 code 5
-    assert "refused mqtt" in secure_box.log()
+    assert "refused mqtt" in secure_box.full_log()
 
 
 def test_a_device_cannot_subscribe_to_another_devices_replies(secure_box: Appliance) -> None:
@@ -77,7 +77,7 @@ def test_a_device_cannot_publish_to_another_devices_request_topic(
     try:
         victim.subscribe_own()
         attacker.request({"id": "spoof", "text": "/help"}, topic="appliance/v1/req/meter-6")
-        wait(lambda: "meter-7 may not publish appliance/v1/req/meter-6" in secure_box.log(),
+        wait(lambda: "meter-7 may not publish appliance/v1/req/meter-6" in secure_box.full_log(),
              "the refusal in the log", timeout=30)
         time.sleep(1)
         assert victim.messages("/ack") == [] and victim.messages("/reply") == []
@@ -138,7 +138,7 @@ def test_a_device_cannot_retain_messages(secure_box: Appliance) -> None:
     device = Device(secure_box, "meter-13", token=token).connect()
     try:
         device.client.publish("appliance/v1/req/meter-13", b"{}", qos=1, retain=True)
-        wait(lambda: "meter-13 may not retain" in secure_box.log(), "the refusal", timeout=30)
+        wait(lambda: "meter-13 may not retain" in secure_box.full_log(), "the refusal", timeout=30)
     finally:
         device.close()
 
@@ -150,7 +150,7 @@ def test_a_packet_far_over_the_payload_limit_drops_the_connection(
     try:
         device.client.publish("appliance/v1/req/meter-14", b"x" * 300_000, qos=1)
         wait(lambda: not device.client.is_connected(), "the disconnect", timeout=30)
-        assert "PacketTooLarge" in secure_box.log()
+        assert "PacketTooLarge" in secure_box.full_log()
     finally:
         device.close()
 
@@ -161,7 +161,7 @@ def test_a_revoked_token_disconnects_its_device(secure_box: Appliance) -> None:
     try:
         device.client.reconnect_delay_set(60, 120)  # stay down once dropped
         assert cli(secure_box, "token", "revoke", token).returncode == 0
-        wait(lambda: "meter-15 disconnected: its token was revoked" in secure_box.log(),
+        wait(lambda: "meter-15 disconnected: its token was revoked" in secure_box.full_log(),
              "the disconnect", timeout=30)
     finally:
         device.close()

@@ -45,10 +45,13 @@ def server_serial(port: int, ca: Path) -> int:
 
 
 @pytest.mark.parametrize("listener", ["https", "mqtts"])
-def test_a_tls_1_2_client_fails_the_handshake(secure_box: Appliance, listener: str) -> None:
+def test_a_tls_1_2_client_fails_the_handshake_and_is_logged(secure_box: Appliance,
+                                                             listener: str) -> None:
     port = secure_box.port if listener == "https" else secure_box.mqtt_port
+    before = secure_box.full_log().count("TLS alert protocol_version sent")
     with pytest.raises(ssl.SSLError):
         handshake(port, tls12_only(secure_box.ca_file)).close()
+    wait_for_log(secure_box, "TLS alert protocol_version sent", before)
 
 
 @pytest.mark.parametrize("listener", ["https", "mqtts"])
@@ -58,9 +61,19 @@ def test_a_tls_1_3_client_negotiates_tls_1_3(secure_box: Appliance, listener: st
         assert conn.version() == "TLSv1.3"
 
 
-def test_plain_http_on_the_tls_port_gets_no_http_answer(secure_box: Appliance) -> None:
+def test_plain_http_on_the_tls_port_gets_no_http_answer_and_is_logged(
+        secure_box: Appliance) -> None:
+    before = secure_box.full_log().count("refused tls from ?: not_tls")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{secure_box.port}/healthz", timeout=10)
+    wait_for_log(secure_box, "refused tls from ?: not_tls", before)
+
+
+def wait_for_log(box: Appliance, line: str, seen_before: int) -> None:
+    deadline = time.monotonic() + 10
+    while box.full_log().count(line) <= seen_before:
+        assert time.monotonic() < deadline, f"no new {line!r} in the log"
+        time.sleep(0.1)
 
 
 def test_a_renewed_certificate_is_served_without_a_restart(secure_box: Appliance) -> None:
