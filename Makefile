@@ -38,10 +38,14 @@ run: model
 # Debian packages the tests use as real protocol peers (mosquitto_pub/sub; mosquitto for the
 # broker benchmark). Installed once, when missing and when allowed (root).
 debian-test-deps:
-	@command -v mosquitto_pub >/dev/null && command -v mosquitto >/dev/null || { \
+	@missing=""; \
+	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
+	command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients mosquitto >/dev/null; \
-		else echo "install mosquitto-clients and mosquitto (apt-get) for the MQTT interop tests"; fi; }
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else echo "install$$missing (apt-get) for the MQTT interop and dashboard tests"; fi; fi
 
 test: model debian-test-deps
 	$(BIN)/pytest

@@ -158,9 +158,40 @@ class PathsSettings(_Section):
         return self.run_dir / "engine.sock"
 
     @property
+    def ops_database(self) -> Path:
+        """Metric history, events and benchmark results (kept apart from the messages)."""
+        return self.data_dir / "ops.db"
+
+    @property
     def secrets_dir(self) -> Path:
         """Keys and certificates: a 0700 directory of 0600 files."""
         return self.data_dir / "secrets"
+
+
+class OpsSettings(_Section):
+    enabled: bool = Field(True, description="Run the ops daemon (metrics, anomalies, benchmarks).")
+    interval_s: float = Field(5.0, ge=0.2, le=300, description="Metrics sampling interval.")
+    history_hours: float = Field(
+        24.0, gt=0, le=24 * 31, description="Metric history kept on the box (SQLite, ops.db).")
+    pressure_psi_high: float = Field(
+        20.0, ge=0, le=100, description="Memory PSI some avg10 (%) from which load is shed.")
+    pressure_available_low_pct: float = Field(
+        10.0, ge=0, le=100, description="Available memory (%) under which load is shed.")
+    long_prompt_tokens: int = Field(
+        1024, ge=16, description="Under pressure, prompts longer than this are refused (503).")
+    idle_unload_s: float = Field(
+        900.0, ge=0, description="Unload the model after this long without requests (0: never).")
+    anomaly_window: int = Field(12, ge=3, le=1000, description="Samples per anomaly window.")
+    anomaly_baseline_hours: float = Field(
+        6.0, gt=0, description="Rolling baseline the anomaly model is retrained on.")
+    anomaly_retrain_s: float = Field(
+        3600.0, ge=10, description="How often the anomaly model is retrained.")
+    bench_every_s: float = Field(
+        21_600.0, ge=0, description="Scheduled benchmark period (0: only after upgrades).")
+    bench_regression_pct: float = Field(
+        25.0, gt=0, description="A benchmark this much worse than the box's median is an event.")
+    leak_rss_mb: float = Field(
+        2048.0, gt=0, description="A service whose RSS trend crosses this is restarted gently.")
 
 
 class SecuritySettings(_Section):
@@ -200,6 +231,16 @@ class SupervisorSettings(_Section):
     stop_timeout_s: float = Field(
         10.0, gt=0, description="Grace after SIGTERM before a child is killed."
     )
+    crash_loop_restarts: int = Field(
+        5, ge=2, description="This many restarts within crash_loop_window_s is a crash loop.")
+    crash_loop_window_s: float = Field(
+        120.0, gt=0, description="Window in which restarts count towards a crash loop.")
+    escalation_hook: str = Field(
+        "", description="Command run once when a service is declared failed (e.g. rollback).")
+    probe_interval_s: float = Field(2.0, gt=0, description="Liveness probe period.")
+    probe_timeout_s: float = Field(3.0, gt=0, description="A probe slower than this failed.")
+    probe_failures: int = Field(
+        3, ge=1, description="Consecutive failed probes after which a process is replaced.")
 
 
 class Settings(BaseSettings):
@@ -218,6 +259,7 @@ class Settings(BaseSettings):
     paths: PathsSettings = Field(default_factory=PathsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
 
     @classmethod
     def settings_customise_sources(
