@@ -69,7 +69,7 @@ def _child_argv(verb: str, path: Path | None) -> list[str]:
 def up(config: ConfigOption = None) -> None:
     """Start engine and gateway under the selfheal supervisor, on this machine."""
     from selfheal.policy import Backoff
-    from selfheal.supervisor import ChildSpec, Supervisor
+    from selfheal.supervisor import ProbeSettings, Supervisor
 
     loaded = _load(config)
     settings = loaded.settings
@@ -80,8 +80,6 @@ def up(config: ConfigOption = None) -> None:
         if settings.mqtt.ws_port:
             _check_port_free(settings.mqtt.host, settings.mqtt.ws_port, "mqtt.ws_port")
     _setup_logging()
-    specs = [ChildSpec("engine", _child_argv("engine", config)),
-             ChildSpec("gateway", _child_argv("gateway", config))]
     sup = settings.supervisor
 
     def backoff() -> Backoff:
@@ -90,8 +88,57 @@ def up(config: ConfigOption = None) -> None:
     async def announce() -> None:
         await _announce_when_ready(settings)
 
-    supervisor = Supervisor(specs, backoff, sup.stop_timeout_s)
+    supervisor = Supervisor(
+        _children(settings, config), backoff, sup.stop_timeout_s,
+        crash_loop=(sup.crash_loop_restarts, sup.crash_loop_window_s),
+        probes=ProbeSettings(sup.probe_interval_s, sup.probe_timeout_s, sup.probe_failures),
+        escalation_hook=sup.escalation_hook,
+        state_file=settings.paths.run_dir / "supervisor.json",
+        control_dir=settings.paths.run_dir / "restart", on_event=_event_sink(settings))
+    settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(supervisor.run(announce))
+
+
+def _children(settings: config_module.Settings, config: Path | None) -> list[Any]:
+    """engine, gateway and ops, each with the liveness probe that tells hung from busy."""
+    import ssl
+
+    from appliance.security.pki import tls_files
+    from selfheal import probes
+    from selfheal.supervisor import ChildSpec
+
+    run_dir = settings.paths.run_dir
+    engine_probe = probes.engine_heartbeat(settings.paths.engine_socket)
+    scheme = "https" if settings.security.tls else "http"
+    verify: ssl.SSLContext | bool = True
+    if settings.security.tls:
+        verify = ssl.create_default_context(
+            cafile=str(tls_files(settings.paths.secrets_dir).ca_cert))
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+    gateway_probe = probes.http_health(f"{scheme}://{host}:{settings.http.port}/healthz",
+                                       verify)
+    specs = [ChildSpec("engine", _child_argv("engine", config), engine_probe,
+                       start_grace_s=600, ready=engine_probe),
+             ChildSpec("gateway", _child_argv("gateway", config), gateway_probe,
+                       start_grace_s=60, ready=gateway_probe)]
+    if settings.ops.enabled:
+        beat = probes.heartbeat_file(run_dir / "ops.heartbeat",
+                                     max_age_s=3 * settings.ops.interval_s + 30)
+        specs.append(ChildSpec("ops", _child_argv("ops", config), beat, start_grace_s=60))
+    return specs
+
+
+def _event_sink(settings: config_module.Settings) -> Any:
+    """Supervisor events go to the ops history, beside the anomalies (and to the log)."""
+    from ops.history import Event, History, connect
+
+    history = History(connect(settings.paths.ops_database), settings.ops.history_hours * 3600)
+
+    def sink(kind: str, source: str, severity: str, reason: str, action: str) -> None:
+        history.add_event(Event(kind=kind, source=source, severity=severity, reason=reason,
+                                action=action))
+
+    return sink
 
 
 def _check_secure_enough(settings: config_module.Settings) -> None:
@@ -228,6 +275,16 @@ def gateway(config: ConfigOption = None) -> None:
     except PkiError as exc:
         err_console.print(f"[red]gateway cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+
+
+@app.command()
+def ops(config: ConfigOption = None) -> None:
+    """Run the ops daemon (metrics history, pressure, leaks, anomalies, benchmarks)."""
+    from ops.daemon import serve
+
+    settings = _load(config).settings
+    _setup_logging()
+    serve(settings)
 
 
 @app.command()

@@ -188,10 +188,14 @@ class OpsSettings(_Section):
         3600.0, ge=10, description="How often the anomaly model is retrained.")
     bench_every_s: float = Field(
         21_600.0, ge=0, description="Scheduled benchmark period (0: only after upgrades).")
+    bench_on_upgrade: bool = Field(
+        True, description="Benchmark once after each new appliance version starts.")
     bench_regression_pct: float = Field(
         25.0, gt=0, description="A benchmark this much worse than the box's median is an event.")
     leak_rss_mb: float = Field(
         2048.0, gt=0, description="A service whose RSS trend crosses this is restarted gently.")
+    test_leak_endpoint: bool = Field(
+        False, description="TEST ONLY: POST /v1/ops/test/leak makes the gateway hold memory.")
 
 
 class SecuritySettings(_Section):

@@ -1,9 +1,11 @@
-"""When to restart a process that stopped: capped exponential backoff with jitter, reset after
-the process has stayed up for a while. Pure, so the schedule is unit-tested."""
+"""When to restart a process that stopped, and when to stop trying: capped exponential backoff
+with jitter, reset after the process has stayed up for a while; a crash loop (too many
+restarts within a window) ends the restarts and escalates. Pure, so both are unit-tested."""
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -23,3 +25,24 @@ class Backoff:
         delay = min(self.max_s, self.initial_s * (2**self.failures))
         self.failures += 1
         return delay * (1 + self.rng.uniform(-self.jitter, self.jitter))
+
+
+@dataclass
+class CrashLoop:
+    """``restarts`` restarts within ``window_s`` is a crash loop: restarting again would only
+    make a storm, so the service is declared failed and someone (the escalation hook) acts."""
+
+    restarts: int
+    window_s: float
+    _times: deque[float] = field(default_factory=deque)
+
+    def record(self, now: float) -> bool:
+        """Note a restart at ``now``; True when that makes a crash loop."""
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+        return len(self._times) >= self.restarts
+
+    def recent(self) -> int:
+        return len(self._times)
+

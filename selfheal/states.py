@@ -14,14 +14,16 @@ class ProcessState(enum.Enum):
     RUNNING = "running"
     BACKOFF = "backoff"
     STOPPING = "stopping"
+    FAILED = "failed"      # crash loop: no more restarts until the operator acts
 
 
 _ALLOWED = {
     ProcessState.STOPPED: {ProcessState.STARTING},
     ProcessState.STARTING: {ProcessState.RUNNING, ProcessState.BACKOFF, ProcessState.STOPPING},
-    ProcessState.RUNNING: {ProcessState.BACKOFF, ProcessState.STOPPING},
-    ProcessState.BACKOFF: {ProcessState.STARTING, ProcessState.STOPPING},
+    ProcessState.RUNNING: {ProcessState.BACKOFF, ProcessState.STOPPING, ProcessState.FAILED},
+    ProcessState.BACKOFF: {ProcessState.STARTING, ProcessState.STOPPING, ProcessState.FAILED},
     ProcessState.STOPPING: {ProcessState.STOPPED},
+    ProcessState.FAILED: {ProcessState.STOPPING, ProcessState.STARTING},
 }
 
 

@@ -120,6 +120,8 @@ def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
            "APPLIANCE_MQTT__PORT": str(mqtt_port), "APPLIANCE_MQTT__WS_PORT": "0",
            # The functional suites run without tokens; tests/security runs the secured box.
            "APPLIANCE_SECURITY__AUTH": "false",
+           # No self-benchmarks competing with the tests (tests/ops runs them on purpose).
+           "APPLIANCE_OPS__BENCH_ON_UPGRADE": "false", "APPLIANCE_OPS__BENCH_EVERY_S": "0",
            **env_overrides}
     log_path = tmp / "appliance.log"
     with log_path.open("wb") as log_file:

@@ -29,6 +29,7 @@ from appliance.engine.detokenize import batch_decoder
 from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, load_model
 from appliance.engine.stateful import StatefulBackend
+from ops.pressure import PressureReader
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Engine:
             load_seconds=round(model.load_seconds, 3),
             device_reason=model.candidate.reason,
         )
+        self.pressure = PressureReader(settings.paths.run_dir / "pressure.json")
 
     def prompt_ids(self, params: protocol.GenerateParams) -> list[int]:
         tokenizer = self.model.tokenizer
@@ -65,6 +67,22 @@ class Engine:
         prompt = tokenizer.apply_chat_template(history, add_generation_prompt=True)
         encoded = tokenizer.encode(prompt, add_special_tokens=False)
         return [int(i) for i in encoded.input_ids.data[0]]
+
+    def shed(self, prompt_tokens: int) -> str | None:
+        """Why this request is refused under memory pressure (see ``ops.pressure``), if it is."""
+        pressure = self.pressure.current()
+        if pressure.level == 0:
+            return None
+        limit = self.settings.ops.long_prompt_tokens
+        if prompt_tokens > limit:
+            return (f"memory pressure ({pressure.reason}): prompts over {limit} tokens are "
+                    f"refused for now; this one has {prompt_tokens}")
+        if pressure.level >= 2 and self.backend.load(self.settings.engine.max_concurrent
+                                                     ).active * 2 >= \
+                self.settings.engine.max_concurrent:
+            return (f"severe memory pressure ({pressure.reason}): at most "
+                    f"{self.settings.engine.max_concurrent // 2} generations at once for now")
+        return None
 
     def plan_length(self, params: protocol.GenerateParams, prompt_tokens: int) -> int | str:
         """Completion budget, or the reason the request does not fit the context."""
@@ -187,6 +205,11 @@ class Connection:
         if isinstance(budget, str):
             self._queue({"id": job_id, "event": "error", "code": "context_length_exceeded",
                          "message": budget, "prompt_tokens": len(prompt_ids)})
+            return
+        shed = self.engine.shed(len(prompt_ids))
+        if shed is not None:
+            self._queue({"id": job_id, "event": "error", "code": "memory_pressure",
+                         "message": shed})
             return
         job = new_job(params, prompt_ids, budget, self.emit)
         self.open_ids.add(params.id)

@@ -18,6 +18,7 @@ from appliance.gateway import errors
 from appliance.gateway.auth import require
 from appliance.gateway.chat.api_router import router as chat_router
 from appliance.gateway.chat.serving import ChatService
+from appliance.gateway.dashboard import router as dashboard_router
 from appliance.gateway.health import metrics_router
 from appliance.gateway.health import router as health_router
 from appliance.gateway.messages_api import router as messages_router
@@ -26,6 +27,7 @@ from appliance.gateway.middleware.body_limit import BodyLimitMiddleware
 from appliance.gateway.middleware.metrics import MetricsMiddleware
 from appliance.gateway.models_api import router as models_router
 from appliance.gateway.mqtt.bridge import MqttBridge
+from appliance.gateway.ops_api import router as ops_router
 from appliance.gateway.security_api import router as security_router
 from appliance.gateway.webhooks import CallbackSender
 from appliance.gateway.webhooks import router as webhooks_router
@@ -87,6 +89,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
             bridge = MqttBridge(settings, pipeline, access, tls.context if tls else None,
                                 app.state.sign_event)
             await bridge.start()
+        app.state.bridge = bridge
         settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
         yield
@@ -120,6 +123,12 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.include_router(messages_router, dependencies=chat)
     app.include_router(ws_router)  # authenticates before accepting (see ws.py)
     app.include_router(webhooks_router)  # HMAC-signed by the platform, not token-bearing
+    app.include_router(ops_router)  # scope admin (see ops_api.py)
+    app.include_router(dashboard_router)  # admin token also from ?access_token= (dashboard.py)
+    if settings.ops.test_leak_endpoint:
+        from appliance.gateway.test_leak import router as leak_router
+
+        app.include_router(leak_router, dependencies=[Depends(require("admin"))])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes,
                        max_header_bytes=settings.http.max_header_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

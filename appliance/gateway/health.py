@@ -43,4 +43,7 @@ async def metrics(request: Request) -> Response:
     state.metrics.engine_up.set(1 if state.engine.ready else 0)
     state.metrics.queue_depth.labels("active").set(load.get("active", 0))
     state.metrics.queue_depth.labels("waiting").set(load.get("waiting", 0))
+    bridge = getattr(state, "bridge", None)
+    if bridge is not None:
+        state.metrics.mqtt_clients.set(bridge.connected_clients())
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -33,5 +33,7 @@ class GatewayMetrics:
         self.auth_refusals = Counter("appliance_auth_refusals_total",
                                      "Credentials refused, by channel and reason",
                                      ["channel", "reason"], registry=r)
+        self.mqtt_clients = Gauge("appliance_mqtt_clients", "MQTT clients connected now",
+                                  registry=r)
         self.engine_restarts = Counter("appliance_engine_restarts_total",
                                        "Engine restarts seen by the gateway", registry=r)

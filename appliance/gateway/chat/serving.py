@@ -23,6 +23,9 @@ def engine_error(exc: EngineRejected | EngineUnavailable) -> APIError:
     if isinstance(exc, EngineUnavailable):
         return APIError(503, f"The inference engine is not available: {exc}. Retry shortly.",
                         code="engine_unavailable", retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    if exc.code == "memory_pressure":
+        return APIError(503, exc.message, code="memory_pressure",
+                        retry_after=RETRY_AFTER_UNAVAILABLE_S)
     if exc.code == "overloaded":
         return APIError(429, "The engine is at capacity; retry shortly.", code="engine_overloaded",
                         retry_after=RETRY_AFTER_OVERLOADED_S)

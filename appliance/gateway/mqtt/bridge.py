@@ -111,6 +111,12 @@ class MqttBridge:
         log.info("MQTT broker on %s:%d%s", self.settings.mqtt.host, self.settings.mqtt.port,
                  f" and ws {self.settings.mqtt.ws_port}" if self.settings.mqtt.ws_port else "")
 
+    def connected_clients(self) -> int:
+        if self.broker is None:
+            return 0
+        return sum(1 for session, _ in list(self.broker._sessions.values())
+                   if session.transitions.is_connected())
+
     async def _sweep_credentials(self) -> None:
         """Tokens are checked at CONNECT; a device whose token is later revoked or expires is
         disconnected here (within CREDENTIAL_SWEEP_S), not left connected for days."""
