@@ -118,7 +118,7 @@ def _children(settings: config_module.Settings, config: Path | None) -> list[Any
     gateway_probe = probes.http_health(f"{scheme}://{host}:{settings.http.port}/healthz",
                                        verify)
     specs = [ChildSpec("engine", _child_argv("engine", config), engine_probe,
-                       start_grace_s=600, ready=engine_probe),
+                       start_grace_s=600, ready_file=settings.paths.engine_socket),
              ChildSpec("gateway", _child_argv("gateway", config), gateway_probe,
                        start_grace_s=60, ready=gateway_probe)]
     if settings.ops.enabled:

@@ -32,8 +32,7 @@ def run(base_url: str, model: str, client: httpx.Client, headers: Mapping[str, s
                            json={**chat, "stream": True, "max_tokens": 8}) as response:
             response.raise_for_status()
             for line in response.iter_lines():
-                if line.startswith("data: ") and '"content":"' in line and \
-                        '"content":""' not in line:
+                if _has_text(line):
                     ttfts.append(time.perf_counter() - started)
                     break
         started = time.perf_counter()
@@ -47,8 +46,18 @@ def run(base_url: str, model: str, client: httpx.Client, headers: Mapping[str, s
         started = time.perf_counter()
         client.get(f"{base_url}/healthz").raise_for_status()
         latencies.append((time.perf_counter() - started) * 1000)
+    if not ttfts:
+        raise httpx.HTTPError("the stream produced no text")
     return {"tokens_per_s": statistics.median(rates), "ttft_s": statistics.median(ttfts),
             "healthz_ms": statistics.median(latencies)}
+
+
+def _has_text(line: str) -> bool:
+    """An SSE line carrying generated text (not the role chunk, not [DONE])."""
+    if not line.startswith("data: {"):
+        return False
+    choices = json.loads(line[6:]).get("choices") or [{}]
+    return bool(choices[0].get("delta", {}).get("content"))
 
 
 def regression(result: Mapping[str, float], past: list[Mapping[str, Any]],

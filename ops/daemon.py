@@ -35,6 +35,7 @@ LEAK_WINDOW_S = 1800.0
 LEAK_COOLDOWN_S = 600.0
 QUIET_WAIT_MAX_S = 600.0
 TOKEN_TTL_S = 3600
+BENCH_RETRY_S = 30.0
 LEAK_SERVICES = ("gateway", "engine")
 
 
@@ -56,6 +57,7 @@ class OpsDaemon:
         self._leak_requested: dict[str, float] = {}
         self._leak_pending: dict[str, tuple[float, str]] = {}
         self._last_bench = self._last_bench_time()
+        self._bench_retry_at = 0.0
         self._stop = threading.Event()
         self.notify = _systemd_notifier()
 
@@ -161,7 +163,7 @@ class OpsDaemon:
         elif ops.bench_every_s and now - self._last_bench >= ops.bench_every_s:
             trigger = "schedule"
         idle = values.get("engine.ready") == 1.0 and values.get("engine.active", 1) == 0
-        if trigger and idle:
+        if trigger and idle and now >= self._bench_retry_at:
             self.benchmark(trigger, now, [p["results"] for p in past])
 
     def benchmark(self, trigger: str, now: float, past: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,8 +171,10 @@ class OpsDaemon:
         headers = {"Authorization": f"Bearer {self.token()}"} if self.token else {}
         try:
             result = benchmark.run(self.base_url, self.settings.engine.model, self.http, headers)
-        except httpx.HTTPError as exc:
-            log.warning("benchmark (%s) failed: %s", trigger, exc)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("benchmark (%s) failed, retrying in %.0f s: %s", trigger,
+                        BENCH_RETRY_S, exc)
+            self._bench_retry_at = now + BENCH_RETRY_S
             return {}
         regressed = benchmark.regression(result, past, self.settings.ops.bench_regression_pct)
         self.history.add_benchmark(trigger, __version__, result, regressed, ts=now)
@@ -232,4 +236,5 @@ def _systemd_notifier() -> Callable[[str], None]:
 
 
 def serve(settings: Settings) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per scrape
     OpsDaemon(settings).run()

@@ -50,6 +50,7 @@ class ChildSpec:
     probe: Probe | None = None
     start_grace_s: float = 120.0   # no probing until it had time to start (model loading)
     ready: Probe | None = None     # when given, probing starts as soon as this passes
+    ready_file: Path | None = None  # removed before each start; its reappearance = ready
 
 
 @dataclass
@@ -142,6 +143,8 @@ class Supervisor:
         wakeup = self._wakeups.setdefault(name, asyncio.Event())
         while not self._stopping.is_set():
             child.move(ProcessState.STARTING, "restart" if child.restarts else "initial start")
+            if child.spec.ready_file is not None:  # a stale one would look ready at once
+                child.spec.ready_file.unlink(missing_ok=True)
             child.process = await asyncio.create_subprocess_exec(*child.spec.argv)
             child.started_at = time.monotonic()
             child.move(ProcessState.RUNNING, f"pid {child.process.pid}")
@@ -185,6 +188,8 @@ class Supervisor:
         assert spec.probe is not None
         deadline = time.monotonic() + spec.start_grace_s
         while time.monotonic() < deadline:  # wait for it to come up (or for the grace)
+            if spec.ready_file is not None and spec.ready_file.exists():
+                break
             if spec.ready is not None and await self._passes(spec.ready):
                 break
             await asyncio.sleep(settings.interval_s)

@@ -106,7 +106,8 @@ class Appliance:
                 self.process.wait()
 
 
-def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
+def _start(model_store: Path, tmp: Path, wait_ready: bool = True,
+           **env_overrides: str) -> Appliance:
     data_dir = tmp / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     # Share the converted model and the compiled-model cache; everything else is private.
@@ -131,6 +132,8 @@ def _start(model_store: Path, tmp: Path, **env_overrides: str) -> Appliance:
         else False
     appliance = Appliance(process, data_dir, port, log_path, mqtt_port, tls,
                           int(env["APPLIANCE_MQTT__WS_PORT"]))
+    if not wait_ready:
+        return appliance
     try:
         appliance.wait_ready()
     except Exception:
@@ -152,8 +155,8 @@ def start_appliance(model_store: Path, tmp_path: Path) -> Iterator[Callable[...,
     """A private appliance (settings as env overrides), for tests that break or fill it."""
     started: list[Appliance] = []
 
-    def start(**env: str) -> Appliance:
-        instance = _start(model_store, tmp_path / f"a{len(started)}", **env)
+    def start(wait_ready: bool = True, **env: str) -> Appliance:
+        instance = _start(model_store, tmp_path / f"a{len(started)}", wait_ready, **env)
         started.append(instance)
         return instance
 
