@@ -99,15 +99,13 @@ def up(config: ConfigOption = None) -> None:
     asyncio.run(supervisor.run(announce))
 
 
-def _children(settings: config_module.Settings, config: Path | None) -> list[Any]:
-    """engine, gateway and ops, each with the liveness probe that tells hung from busy."""
+def _liveness(settings: config_module.Settings) -> dict[str, Any]:
+    """The probe that tells hung from busy, per service (the same in both supervisors)."""
     import ssl
 
     from appliance.security.pki import tls_files
     from selfheal import probes
-    from selfheal.supervisor import ChildSpec
 
-    run_dir = settings.paths.run_dir
     engine_probe = probes.engine_heartbeat(settings.paths.engine_socket)
     scheme = "https" if settings.security.tls else "http"
     verify: ssl.SSLContext | bool = True
@@ -117,15 +115,48 @@ def _children(settings: config_module.Settings, config: Path | None) -> list[Any
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
     gateway_probe = probes.http_health(f"{scheme}://{host}:{settings.http.port}/healthz",
                                        verify)
-    specs = [ChildSpec("engine", _child_argv("engine", config), engine_probe,
-                       start_grace_s=600, ready_file=settings.paths.engine_socket),
-             ChildSpec("gateway", _child_argv("gateway", config), gateway_probe,
-                       start_grace_s=60, ready=gateway_probe)]
+    found = {"engine": engine_probe, "gateway": gateway_probe}
     if settings.ops.enabled:
-        beat = probes.heartbeat_file(run_dir / "ops.heartbeat",
-                                     max_age_s=3 * settings.ops.interval_s + 30)
-        specs.append(ChildSpec("ops", _child_argv("ops", config), beat, start_grace_s=60))
+        found["ops"] = probes.heartbeat_file(settings.paths.run_dir / "ops.heartbeat",
+                                             max_age_s=3 * settings.ops.interval_s + 30)
+    return found
+
+
+def _children(settings: config_module.Settings, config: Path | None) -> list[Any]:
+    """engine, gateway and ops under ``appliance up``."""
+    from selfheal.supervisor import ChildSpec
+
+    live = _liveness(settings)
+    specs = [ChildSpec("engine", _child_argv("engine", config), live["engine"],
+                       start_grace_s=600, ready_file=settings.paths.engine_socket),
+             ChildSpec("gateway", _child_argv("gateway", config), live["gateway"],
+                       start_grace_s=60, ready=live["gateway"])]
+    if "ops" in live:
+        specs.append(ChildSpec("ops", _child_argv("ops", config), live["ops"],
+                               start_grace_s=60))
     return specs
+
+
+@app.command()
+def selfheal(config: ConfigOption = None,
+             escalate: Annotated[str | None, typer.Option(
+                 help="Run the escalation for this failed unit (systemd OnFailure=).")] = None
+             ) -> None:
+    """On the image: probe the services and act through systemd (see image/systemd/)."""
+    from selfheal.systemd import SystemdSelfheal, Watched
+    from selfheal.systemd import escalate as run_escalation
+
+    settings = _load(config).settings
+    _setup_logging()
+    sup = settings.supervisor
+    sink = _event_sink(settings)
+    if escalate:
+        raise typer.Exit(1 if run_escalation(escalate, sup.escalation_hook, sink) else 0)
+    watched = [Watched(name, probe) for name, probe in _liveness(settings).items()]
+    healer = SystemdSelfheal(watched, control_dir=settings.paths.run_dir / "restart",
+                             interval_s=sup.probe_interval_s, timeout_s=sup.probe_timeout_s,
+                             failures=sup.probe_failures, on_event=sink)
+    asyncio.run(healer.serve())
 
 
 def _event_sink(settings: config_module.Settings) -> Any:

@@ -28,6 +28,7 @@ from ops import benchmark, pressure
 from ops.collector import BoxCollector, GatewayScraper, ServiceCollector, sample_all
 from ops.history import Event, History, connect
 from ops.leaks import find_leak
+from selfheal.notify import notifier
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 600.0
@@ -59,7 +60,7 @@ class OpsDaemon:
         self._last_bench = self._last_bench_time()
         self._bench_retry_at = 0.0
         self._stop = threading.Event()
-        self.notify = _systemd_notifier()
+        self.notify = notifier()
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, max_ticks: int | None = None) -> None:
@@ -223,16 +224,6 @@ def _anomaly_monitor(settings: Settings) -> Any:
     except ImportError:  # the detector lands separately; the daemon runs without it
         return None
     return monitor_for(settings)
-
-
-def _systemd_notifier() -> Callable[[str], None]:
-    """sd_notify when systemd started us with Type=notify; a no-op otherwise."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return lambda _state: None
-    import sdnotify
-
-    notifier = sdnotify.SystemdNotifier()
-    return notifier.notify
 
 
 def serve(settings: Settings) -> None:

@@ -30,6 +30,7 @@ from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, load_model
 from appliance.engine.stateful import StatefulBackend
 from ops.pressure import PressureReader
+from selfheal.notify import keep_alive, notifier
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +263,13 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier()("READY=1")
+    step_thread = getattr(engine.backend, "_thread", None)
+    watchdog = asyncio.create_task(keep_alive(
+        lambda: step_thread is None or step_thread.is_alive()))
     async with server:
         await stop.wait()
+    watchdog.cancel()
     log.info("engine stopping")
     engine.backend.stop()
     with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,77 @@
+"""Selfheal's systemd form: the same probes decide, systemctl acts (recorded here, as this
+machine has no systemd running the appliance's units)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from selfheal.probes import heartbeat_file
+from selfheal.systemd import SystemdSelfheal, Watched, escalate
+
+
+class Systemctl:
+    """Answers is-active for the units it is told are running; records everything else."""
+
+    def __init__(self, active: set[str]) -> None:
+        self.active = active
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args: list[str]) -> int:
+        if args[0] == "is-active":
+            return 0 if args[-1] in self.active else 3
+        self.calls.append(args)
+        return 0
+
+
+def healer(tmp_path: Path, beat: Path, systemctl: Systemctl,
+           events: list[tuple[str, ...]]) -> SystemdSelfheal:
+    return SystemdSelfheal([Watched("ops", heartbeat_file(beat, max_age_s=1))],
+                           control_dir=tmp_path / "restart", interval_s=0.01, timeout_s=1,
+                           failures=3, on_event=lambda *e: events.append(e), run=systemctl)
+
+
+def test_a_unit_that_stops_answering_is_killed_for_systemd_to_restart(tmp_path: Path) -> None:
+    beat = tmp_path / "beat"
+    beat.touch()
+    systemctl, events = Systemctl({"appliance-ops.service"}), []
+    watcher = healer(tmp_path, beat, systemctl, events)
+    asyncio.run(watcher.tick())
+    assert systemctl.calls == []
+    old = time.time() - 60
+    os.utime(beat, (old, old))
+    for _ in range(3):
+        asyncio.run(watcher.tick())
+    assert systemctl.calls == [["kill", "--signal=SIGKILL", "appliance-ops.service"]]
+    assert events[0][0] == "hang"
+
+
+def test_an_inactive_unit_is_left_to_systemd(tmp_path: Path) -> None:
+    systemctl, events = Systemctl(set()), []
+    watcher = healer(tmp_path, tmp_path / "missing", systemctl, events)
+    for _ in range(5):
+        asyncio.run(watcher.tick())
+    assert systemctl.calls == [] and events == []
+
+
+def test_a_leak_restart_request_restarts_the_unit(tmp_path: Path) -> None:
+    beat = tmp_path / "beat"
+    beat.touch()
+    systemctl, events = Systemctl({"appliance-ops.service"}), []
+    (tmp_path / "restart").mkdir()
+    (tmp_path / "restart" / "ops").write_text("slow leak: test")
+    asyncio.run(healer(tmp_path, beat, systemctl, events).tick())
+    assert systemctl.calls == [["restart", "appliance-ops.service"]]
+    assert "slow leak" in events[0][3]
+
+
+def test_escalation_runs_the_hook_once_with_the_service_named(tmp_path: Path) -> None:
+    out = tmp_path / "hook"
+    events: list[tuple[str, ...]] = []
+    code = escalate("appliance-engine.service",
+                    f"sh -c 'echo $APPLIANCE_FAILED_SERVICE > {out}'",
+                    lambda *e: events.append(e))
+    assert code == 0 and out.read_text().strip() == "engine"
+    assert events[0][0] == "crash_loop" and "hook exit 0" in events[0][4]
