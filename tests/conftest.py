@@ -123,6 +123,7 @@ def _start(model_store: Path, tmp: Path, wait_ready: bool = True,
            "APPLIANCE_SECURITY__AUTH": "false",
            # No self-benchmarks competing with the tests (tests/ops runs them on purpose).
            "APPLIANCE_OPS__BENCH_ON_UPGRADE": "false", "APPLIANCE_OPS__BENCH_EVERY_S": "0",
+           "APPLIANCE_OPS__IDLE_UNLOAD_S": "0",  # a reload mid-suite would only add noise
            **env_overrides}
     log_path = tmp / "appliance.log"
     with log_path.open("wb") as log_file:

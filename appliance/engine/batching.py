@@ -8,11 +8,13 @@ the engine process and not in the gateway. Other threads only talk to it through
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,8 +30,19 @@ METRICS_EVERY_STEPS = 64  # get_metrics() is not free; the load report can lag a
 
 
 class ContinuousBatchingBackend:
-    def __init__(self, pipeline: Any, decode: BatchDecode, capacity: int) -> None:
+    """``reload`` and ``idle_unload_s``: after that long with nothing to do (or at once under
+    severe memory pressure, ``pressure_level() >= 2``), the pipeline and its KV cache are
+    dropped; the next request loads it again from the compiled-model cache, a few seconds."""
+
+    def __init__(self, pipeline: Any, decode: BatchDecode, capacity: int,
+                 reload: Callable[[], Any] | None = None, idle_unload_s: float = 0.0,
+                 pressure_level: Callable[[], int] = lambda: 0) -> None:
         self._pipeline = pipeline
+        self._reload = reload
+        self._idle_unload_s = idle_unload_s
+        self._pressure_level = pressure_level
+        self._last_busy = time.monotonic()
+        self.unloads = 0
         self._decode = decode
         self._admission = Admission(capacity)
         self._intake: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -80,6 +93,9 @@ class ContinuousBatchingBackend:
                     self._pipeline.step()
                     self._steps += 1
                     self._collect()
+                    self._last_busy = time.monotonic()
+                else:
+                    self._maybe_unload()
         except Exception as exc:  # a broken pipeline: fail everything, let selfheal restart us
             log.exception("engine step loop failed")
             for job in list(self._jobs.values()):
@@ -105,9 +121,31 @@ class ContinuousBatchingBackend:
             except queue.Empty:
                 return
 
+    def _maybe_unload(self) -> None:
+        if self._pipeline is None or self._reload is None:
+            return
+        idle_s = time.monotonic() - self._last_busy
+        limit = self._idle_unload_s
+        pressed = self._pressure_level() >= 2
+        if not pressed and (limit <= 0 or idle_s < limit):
+            return
+        self._pipeline = None
+        gc.collect()
+        self.unloads += 1
+        log.info("model unloaded after %.0f s idle%s; the next request reloads it", idle_s,
+                 " (severe memory pressure)" if pressed else "")
+
+    def _ensure_loaded(self) -> None:
+        if self._pipeline is None and self._reload is not None:
+            started = time.monotonic()
+            self._pipeline = self._reload()
+            log.info("model reloaded on demand in %.1f s", time.monotonic() - started)
+
     def _add(self, job: Job) -> None:
         import openvino as ov
 
+        self._ensure_loaded()
+        self._last_busy = time.monotonic()
         config = generation_config(self._pipeline.get_config(), job.params, job.max_new_tokens)
         tensor = ov.Tensor(np.asarray([job.prompt_ids], dtype=np.int64))
         try:

@@ -27,7 +27,7 @@ from appliance.engine import protocol
 from appliance.engine.batching import ContinuousBatchingBackend
 from appliance.engine.detokenize import batch_decoder
 from appliance.engine.jobs import Overloaded, new_job
-from appliance.engine.loader import LoadedModel, load_model
+from appliance.engine.loader import LoadedModel, build_pipeline, load_model
 from appliance.engine.stateful import StatefulBackend
 from ops.pressure import PressureReader
 from selfheal.notify import keep_alive, notifier
@@ -47,7 +47,12 @@ class Engine:
         if model.candidate.pipeline == "stateful":
             self.backend: Any = StatefulBackend(model.pipeline, decode, capacity)
         else:
-            self.backend = ContinuousBatchingBackend(model.pipeline, decode, capacity)
+            self.backend = ContinuousBatchingBackend(
+                model.pipeline, decode, capacity,
+                reload=lambda: build_pipeline(settings, model.entry, model.candidate),
+                idle_unload_s=settings.ops.idle_unload_s,
+                pressure_level=lambda: self.pressure.current().level)
+            model.pipeline = None  # the backend owns it now, and may drop it when idle
         self.info = protocol.EngineInfo(
             model=model.entry.id,
             device=model.candidate.device,

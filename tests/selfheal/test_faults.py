@@ -174,3 +174,18 @@ def test_ctrl_c_stops_every_service_cleanly(start_appliance: Callable[..., Appli
     assert box.process.wait(timeout=60) == 0
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                    for p in pids)
+
+
+def test_an_idle_model_is_unloaded_and_reloaded_on_demand(
+        start_appliance: Callable[..., Appliance]) -> None:
+    box = start_appliance(APPLIANCE_OPS__IDLE_UNLOAD_S="3")
+    engine = psutil.Process(box.engine_pid())
+    assert ask(box).status_code == 200
+    loaded_mb = engine.memory_info().rss / 2**20
+    until(lambda: "model unloaded after" in box.full_log(), "the unload", timeout=60)
+    unloaded_mb = engine.memory_info().rss / 2**20
+    reply = ask(box)
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+    assert "model reloaded on demand" in box.full_log()
+    assert engine.pid == box.engine_pid()  # the same process: no restart involved
+    assert unloaded_mb < loaded_mb - 20, f"RSS {loaded_mb:.0f} -> {unloaded_mb:.0f} MB"
