@@ -203,7 +203,8 @@ class Monitor:
         """Fit a new model on the baseline plus memory; False when there is too little data."""
         self.trained_at = now
         metrics, rows, recent = self._training_rows(now)
-        if not metrics or recent < 4 * self.windows.span:
+        baseline_rows = self.baseline_s / self.windows.interval_s
+        if not metrics or recent < min(4 * self.windows.span, baseline_rows / 2):
             log.info("anomaly model: too little data to train (%d recent rows)", recent)
             return False
         started = time.perf_counter()

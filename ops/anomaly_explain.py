@@ -94,8 +94,9 @@ def explain(window: Flagged, model: AnomalyModel, windows: Windows, min_exceed: 
             trend = value(top, "trend")
             reason = (f"leak: {top} {'rising' if trend > 0 else 'falling'} "
                       f"{number(abs(trend))}{unit(top)}/h over the last "
-                      f"{windows.horizon_s / 60:.0f} min, now {number(value(top, 'last'))}"
-                      f"{unit(top)} (usual trend {usual(top, 'trend')}/h)")
+                      f"{windows.horizon_s / 60:.0f} min ({value(top, 'dev'):+.0f}{unit(top)}), "
+                      f"now {number(value(top, 'last'))}{unit(top)} (usual trend "
+                      f"{usual(top, 'trend')}/h)")
         else:
             kind = max(kinds(top, model), key=lambda k: out(top, k))
             up = value(top, kind) > model.centre[at[f"{top}:{kind}"]]
