@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APPLIANCE := $(BIN)/appliance
 
-.PHONY: help setup model run test debian-test-deps lint bench-engine bench-mqtt bench-ov-settings bench-security doctor lock clean
+.PHONY: help setup model run test debian-test-deps lint bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly doctor lock clean
 
 help:
 	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench-engine  engine benchmark (JSON + report in bench/results/)"
 	@echo "make bench-mqtt    broker throughput vs mosquitto, pipeline latency"
 	@echo "make bench-security JWT verification, signatures, TLS 1.3 cost per request"
+	@echo "make bench-anomaly  anomaly detector precision/recall on simulated days with faults"
 	@echo "make bench-ov-settings  decode speed under OpenVINO setting variants"
 	@echo "make doctor        devices, device choice, models, cache, configuration risks"
 	@echo "make lint          ruff"
@@ -67,6 +68,9 @@ bench-ov-settings: model
 
 bench-security: setup
 	$(APPLIANCE) bench security
+
+bench-anomaly: setup
+	$(APPLIANCE) bench anomaly
 
 lock: setup
 	@{ echo "# Pinned versions for every package the appliance and its tests install (pip -c constraints.txt)."; \

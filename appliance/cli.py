@@ -501,6 +501,20 @@ def bench_security(config: ConfigOption = None,
     run(settings, n=n, rounds=rounds, out=out, console=console)
 
 
+@bench_app.command("anomaly")
+def bench_anomaly(config: ConfigOption = None,
+                  days: Annotated[float, typer.Option(help="Simulated days of load.")] = 3.0,
+                  seed: Annotated[int, typer.Option(help="Trace generator seed.")] = 1,
+                  out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                      "bench/results/anomaly.json")) -> None:
+    """Anomaly detector quality: precision, recall, false events/day on faulted traces."""
+    from bench.anomaly import run
+
+    settings = _load(config).settings
+    result = run(settings, days=days, seed=seed, out=out, console=console)
+    raise typer.Exit(0 if all(result["targets_met"].values()) else 1)
+
+
 @messages_app.command("show")
 def messages_show(message_id: Annotated[str, typer.Argument(help="The sender's message id.")],
                   conversation: Annotated[str | None, typer.Option(
