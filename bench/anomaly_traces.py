@@ -78,10 +78,6 @@ class Trace:
     episodes: list[Episode] = field(default_factory=list)
     start_hour: float = 0.0              # clock hour of ts == 0
 
-    @property
-    def days(self) -> float:
-        return float(self.ts[-1] - self.ts[0] + (self.ts[1] - self.ts[0])) / 86_400
-
 
 def load_profile(hour: float) -> float:
     """Fraction of the peak request rate at a clock hour: office hours, lunch dip, quiet night."""

@@ -91,6 +91,21 @@ def test_a_slow_memory_leak_is_reported_as_a_leak_of_that_service() -> None:
     assert "MB/h" in first.reason
 
 
+def test_a_lasting_leak_is_reported_again_only_after_the_cooldown() -> None:
+    monitor, now = learnt_monitor()
+    climb = 480 + 600 * np.arange(60) / 60.0
+    times = [e.ts for e in feed_hour(monitor, now, {"engine.rss_mb": climb})]
+    assert len(times) > 1
+    assert min(np.diff(times)) >= monitor.debounce.cooldown_s
+
+
+def test_a_blip_shorter_than_the_debounce_raises_nothing() -> None:
+    monitor, now = learnt_monitor()
+    ts, values = quiet_box(1, seed=2)
+    blip = np.where(ts == 20 * MINUTE, 100.0, values["box.cpu_pct"])
+    assert feed_hour(monitor, now, {"box.cpu_pct": blip}) == []
+
+
 def test_a_cpu_spike_is_reported_as_a_spike_of_the_box() -> None:
     monitor, now = learnt_monitor()
     ts, values = quiet_box(1, seed=2)
