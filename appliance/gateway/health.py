@@ -46,4 +46,5 @@ async def metrics(request: Request) -> Response:
     bridge = getattr(state, "bridge", None)
     if bridge is not None:
         state.metrics.mqtt_clients.set(bridge.connected_clients())
+    state.metrics.ops.refresh(state.settings)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

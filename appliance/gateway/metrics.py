@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from appliance.gateway.ops_metrics import OpsMetrics
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
@@ -35,5 +37,6 @@ class GatewayMetrics:
                                      ["channel", "reason"], registry=r)
         self.mqtt_clients = Gauge("appliance_mqtt_clients", "MQTT clients connected now",
                                   registry=r)
+        self.ops = OpsMetrics(r)
         self.engine_restarts = Counter("appliance_engine_restarts_total",
                                        "Engine restarts seen by the gateway", registry=r)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ops.history import History, connect
 from tests.conftest import MODEL, Appliance
@@ -110,6 +111,15 @@ def test_an_engine_that_exits_at_every_start_is_declared_failed_and_escalated_on
     assert supervisor_state(box)["engine"]["restarts"] == restarts == 4  # no storm
     assert hook_log.read_text().split() == ["engine"]
     assert len(events(box, "crash_loop")) == 1
+    scraped = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(
+                   httpx.get(f"{box.base_url}/metrics", timeout=5).text)
+               for s in family.samples}
+    assert scraped[("appliance_supervisor_restarts", (("service", "engine"),))] == 4
+    assert scraped[("appliance_supervisor_state", (("service", "engine"),
+                                                   ("state", "failed")))] == 1
+    assert scraped[("appliance_ops_events", (("kind", "crash_loop"),
+                                             ("source", "engine")))] == 1
     assert httpx.get(f"{box.base_url}/healthz", timeout=5).status_code == 200
     assert httpx.get(f"{box.base_url}/readyz", timeout=5).status_code == 503
 
