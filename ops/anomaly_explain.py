@@ -51,6 +51,10 @@ def number(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def signed(value: float) -> str:
+    return f"{value:+.0f}" if abs(value) >= 100 else f"{value:+.3g}"
+
+
 def explain(window: Flagged, model: AnomalyModel, windows: Windows, min_exceed: float,
             critical_exceed: float) -> Event:
     at = model.index
@@ -94,17 +98,19 @@ def explain(window: Flagged, model: AnomalyModel, windows: Windows, min_exceed: 
             trend = value(top, "trend")
             reason = (f"leak: {top} {'rising' if trend > 0 else 'falling'} "
                       f"{number(abs(trend))}{unit(top)}/h over the last "
-                      f"{windows.horizon_s / 60:.0f} min ({value(top, 'dev'):+.0f}{unit(top)}), "
+                      f"{windows.horizon_s / 60:.0f} min ({signed(value(top, 'dev'))}{unit(top)}), "
                       f"now {number(value(top, 'last'))}{unit(top)} (usual trend "
                       f"{usual(top, 'trend')}/h)")
         else:
             kind = max(kinds(top, model), key=lambda k: out(top, k))
             up = value(top, kind) > model.centre[at[f"{top}:{kind}"]]
-            what = {"mean": "level", "std": "jitter", "slope": "slope", "trend": "trend",
-                    "dev": "jump from the last minutes", "resid": "level for the load"}[kind]
-            reason = (f"spike: {top} {'up' if up else 'down'}, {number(value(top, 'mean'))}"
-                      f"{unit(top)} over the last {seconds:.0f} s (usual {usual(top)}); its "
-                      f"{what} is {out(top, kind):.1f} band widths out")
+            against = {"resid": "against what the load explains",
+                       "dev": f"against the last {windows.horizon_s / 60:.0f} min"}
+            detail = (f"{signed(value(top, kind))}{unit(top)} {against[kind]}, usual "
+                      f"{usual(top, kind)}" if kind in against else f"usual {usual(top)}")
+            reason = (f"spike: {top} {'up' if up else 'down'} at {number(value(top, 'mean'))}"
+                      f"{unit(top)} over the last {seconds:.0f} s, {detail} "
+                      f"({out(top, kind):.1f} band widths out)")
         metrics = [top] + [m for m in names if m != top]
         severity = "critical" if strength.get(top, 0.0) >= critical_exceed else "warning"
     source = metrics[0].split(".")[0]
