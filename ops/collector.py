@@ -159,6 +159,7 @@ class ServiceCollector:
                 process = self._process(name, pid)
                 values[f"{name}.rss_mb"] = process.memory_info().rss / 2**20
                 values[f"{name}.cpu_pct"] = process.cpu_percent(interval=None)
+                values[f"{name}.started"] = process.create_time()
                 values[f"{name}.up"] = 1.0
             except psutil.Error:
                 values[f"{name}.up"] = 0.0

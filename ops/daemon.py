@@ -33,6 +33,7 @@ from selfheal.notify import notifier
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 600.0
 LEAK_WINDOW_S = 1800.0
+LEAK_WARMUP_S = 120.0
 LEAK_COOLDOWN_S = 600.0
 QUIET_WAIT_MAX_S = 600.0
 TOKEN_TTL_S = 3600
@@ -126,9 +127,14 @@ class OpsDaemon:
             if service in self._leak_pending:
                 self._restart_when_quiet(service, values, now)
                 continue
-            points = self.history.series([f"{service}.rss_mb"], now - LEAK_WINDOW_S)
-            leak = find_leak(service, points[f"{service}.rss_mb"],
-                             self.settings.ops.leak_rss_mb)
+            # Only this process's life after its warm-up: loading a model is no leak, and a
+            # restarted process starts a new trend.
+            since = max(now - LEAK_WINDOW_S,
+                        values.get(f"{service}.started", 0.0) + LEAK_WARMUP_S)
+            points = self.history.series([f"{service}.rss_mb"], since)[f"{service}.rss_mb"]
+            if not points and f"{service}.rss_mb" in values:
+                points = [(now, values[f"{service}.rss_mb"])]  # the absolute limit still holds
+            leak = find_leak(service, points, self.settings.ops.leak_rss_mb)
             if leak is None:
                 continue
             self.history.add_event(Event(

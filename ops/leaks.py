@@ -1,8 +1,9 @@
 """Slow leaks: a service whose memory keeps growing is restarted gently before it hurts.
 
 Pure functions over the RSS history, so the rule is unit-tested: a service is leaking when
-its RSS is over the limit, or when a steady rise (least-squares slope over the last
-``window_s``, with enough samples) would take it over the limit within ``horizon_s``.
+its RSS is over the limit, or when a steady rise (least-squares slope over at least
+``MIN_SPAN_S`` of samples, taken after the process's warm-up) would take it over the limit
+within ``horizon_s``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 MIN_SAMPLES = 8
 MIN_SLOPE_MB_PER_H = 20.0
+MIN_SPAN_S = 600.0  # a trend needs ten minutes: a model loading is not a leak
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def find_leak(service: str, points: list[tuple[float, float]], limit_mb: float,
     if rss > limit_mb:
         return Leak(service, rss, slope_per_hour(points),
                     f"{service} RSS {rss:.0f} MB is over the {limit_mb:.0f} MB limit")
-    if len(points) < MIN_SAMPLES:
+    if len(points) < MIN_SAMPLES or points[-1][0] - points[0][0] < MIN_SPAN_S:
         return None
     slope = slope_per_hour(points)
     if slope < MIN_SLOPE_MB_PER_H:
