@@ -127,7 +127,7 @@ def test_an_engine_that_exits_at_every_start_is_declared_failed_and_escalated_on
 def test_a_leaking_gateway_is_noticed_and_restarted_gently(
         start_appliance: Callable[..., Appliance]) -> None:
     box = start_appliance(APPLIANCE_OPS__TEST_LEAK_ENDPOINT="true",
-                          APPLIANCE_OPS__INTERVAL_S="0.5", APPLIANCE_OPS__LEAK_RSS_MB="450")
+                          APPLIANCE_OPS__INTERVAL_S="0.5", APPLIANCE_OPS__LEAK_RSS_MB="300")
     first = box.gateway_pid()
     for _ in range(14):
         try:
