@@ -172,15 +172,22 @@ def _event_sink(settings: config_module.Settings) -> Any:
     return sink
 
 
-def _check_secure_enough(settings: config_module.Settings) -> None:
-    """Refuse an exposed box without TLS and auth; create missing keys and certificates."""
-    from appliance.security.access import signing_keys
+def _refuse_if_exposed(settings: config_module.Settings) -> None:
+    """Exit 2 when a listener would be reachable without TLS and auth (``up`` and
+    ``gateway`` alike)."""
     from appliance.security.exposure import exposure_problems
-    from appliance.security.pki import init_ca, issue_server, tls_files
 
     for problem in exposure_problems(settings):
         err_console.print(f"[red]refusing to start:[/red] {escape(problem)}")
         raise typer.Exit(2)
+
+
+def _check_secure_enough(settings: config_module.Settings) -> None:
+    """Refuse an exposed box without TLS and auth; create missing keys and certificates."""
+    from appliance.security.access import signing_keys
+    from appliance.security.pki import init_ca, issue_server, tls_files
+
+    _refuse_if_exposed(settings)
     if settings.security.insecure_expose_without_tls_or_auth:
         err_console.print("[bold red]WARNING: security.insecure_expose_without_tls_or_auth is "
                           "on: this box may be reachable without TLS or authentication[/]")
@@ -293,13 +300,10 @@ def engine(config: ConfigOption = None,
 def gateway(config: ConfigOption = None) -> None:
     """Run the HTTP gateway process (OpenAI-compatible API, health, metrics)."""
     from appliance.gateway.app import serve
-    from appliance.security.exposure import exposure_problems
     from appliance.security.pki import PkiError
 
     settings = _load(config).settings
-    for problem in exposure_problems(settings):
-        err_console.print(f"[red]refusing to start:[/red] {escape(problem)}")
-        raise typer.Exit(2)
+    _refuse_if_exposed(settings)
     _setup_logging()
     try:
         serve(settings)

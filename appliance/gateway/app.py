@@ -73,7 +73,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
 
         access = Access(settings, security_db, count_refusal) if settings.security.auth else None
         app.state.access = access
-        app.state.replay = ReplayGuard(security_db)
+        # One guard for tokens and webhook nonces (the webhooks need it with auth off too).
+        app.state.replay = access.guard if access is not None else ReplayGuard(security_db)
         app.state.on_refused = on_refused
         if tls is not None:
             tls.watcher.on_refused = on_refused
