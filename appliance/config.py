@@ -136,10 +136,15 @@ class PathsSettings(_Section):
     data_dir: Path = Field(
         Path("var"), description="State: models, compiled-model cache, sockets, logs."
     )
+    models: Path | None = Field(
+        None,
+        description="Models directory; unset means <data_dir>/models. The OS image ships its "
+        "converted models read-only in /opt/appliance/models, inside each root slot.",
+    )
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.models if self.models is not None else self.data_dir / "models"
 
     @property
     def cache_dir(self) -> Path:

@@ -3,18 +3,22 @@
 openvino_genai reads GGUF directly and, with ``enable_save_ov_model``, writes the IR (model,
 tokenizer, detokenizer) next to the file it read. That is done in a scratch folder holding a
 link to the GGUF, then renamed into place, so an interrupted conversion leaves nothing
-half-written for the engine to trip on.
+half-written for the engine to trip on. The sidecar holds no timings, so converting the same
+file twice (as two image builds do) writes the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
 from appliance.models.inspect import IR_MODEL_FILE, SIDECAR_FILE
 from appliance.models.registry import ModelEntry
+
+log = logging.getLogger(__name__)
 
 
 def convert_gguf(entry: ModelEntry) -> Path:
@@ -30,7 +34,7 @@ def convert_gguf(entry: ModelEntry) -> Path:
     started = time.monotonic()
     pipeline = openvino_genai.LLMPipeline(str(link), "CPU", enable_save_ov_model=True)
     del pipeline
-    seconds = time.monotonic() - started
+    log.info("OpenVINO converted %s in %.1f s", entry.id, time.monotonic() - started)
     link.unlink()
     if not (scratch / IR_MODEL_FILE).is_file():
         raise RuntimeError(f"OpenVINO wrote no {IR_MODEL_FILE} while converting {entry.source}")
@@ -39,7 +43,6 @@ def convert_gguf(entry: ModelEntry) -> Path:
         "id": entry.id,
         "source": str(entry.source),
         "source_size": entry.source.stat().st_size,
-        "convert_seconds": round(seconds, 2),
         "facts": {**facts, "format": "gguf"},
     }
     (scratch / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))

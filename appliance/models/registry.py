@@ -70,8 +70,11 @@ def _cached_gguf_facts(models_dir: Path, gguf: Path) -> ModelFacts:
         if data.get("key") == key:
             return ModelFacts(**data["facts"])
     facts = gguf_facts(gguf)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "facts": facts.to_json()}))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "facts": facts.to_json()}))
+    except OSError:
+        pass  # a read-only models directory (the image's, in its root slot): read it each time
     return facts
 
 
