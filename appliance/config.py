@@ -252,6 +252,43 @@ class SupervisorSettings(_Section):
         3, ge=1, description="Consecutive failed probes after which a process is replaced.")
 
 
+class UpdateSettings(_Section):
+    esp_dir: Path = Field(
+        Path("/boot/efi"), description="EFI system partition: systemd-boot, its entries, kernels.")
+    slot_a_device: Path = Field(
+        Path("/dev/disk/by-partlabel/root-a"), description="Root filesystem of slot a.")
+    slot_b_device: Path = Field(
+        Path("/dev/disk/by-partlabel/root-b"), description="Root filesystem of slot b.")
+    keyring_dir: Path = Field(
+        Path("/usr/share/appliance/keyring"),
+        description="Folder of public keys (.pub files, PEM, Ed25519) trusted to sign bundles.")
+    release_file: Path = Field(
+        Path("/usr/lib/appliance/release.json"),
+        description="The running image's version and compatible string (JSON).")
+    cmdline_file: Path = Field(
+        Path("/proc/cmdline"), description="Kernel command line; appliance.slot= names the slot.")
+    kernel_options: str = Field(
+        "root=PARTLABEL=root-{slot} rw appliance.slot={slot} console=ttyS0,115200 panic=10",
+        description="Kernel options of a slot's boot entry ({slot} is a or b).")
+    trial_tries: int = Field(
+        1, ge=1, le=9, description="Boots a newly installed slot gets before it falls back.")
+    health_deadline_s: float = Field(
+        300.0, gt=0, description="A trial boot not ready (/readyz) within this is rolled back.")
+    reboot_command: str = Field(
+        "systemctl reboot", description="Run when a trial boot misses its health deadline.")
+
+    @field_validator("kernel_options")
+    @classmethod
+    def _names_the_slot(cls, value: str) -> str:
+        if "appliance.slot={slot}" not in value:
+            raise ValueError("must contain appliance.slot={slot}")
+        try:
+            value.format(slot="a")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{slot}} may appear in braces ({exc})") from None
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -269,6 +306,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    update: UpdateSettings = Field(default_factory=UpdateSettings)
 
     @classmethod
     def settings_customise_sources(
