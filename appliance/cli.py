@@ -17,6 +17,7 @@ from rich.table import Table
 
 from appliance import config as config_module
 from appliance.cli_security import certs_app, keys_app, token_app, webhook_app
+from appliance.cli_update import update_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Edge AI appliance: local LLM, OpenAI-compatible gateway, ops tools.")
@@ -32,6 +33,7 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(update_app, name="update")
 console = Console()
 err_console = Console(stderr=True)
 
