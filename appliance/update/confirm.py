@@ -50,8 +50,12 @@ def readiness_probe(settings: Settings) -> tuple[str, ssl.SSLContext | bool]:
     scheme = "https" if settings.security.tls else "http"
     verify: ssl.SSLContext | bool = True
     if settings.security.tls:
-        verify = ssl.create_default_context(
-            cafile=str(tls_files(settings.paths.secrets_dir).ca_cert))
+        ca = tls_files(settings.paths.secrets_dir).ca_cert
+        try:
+            verify = ssl.create_default_context(cafile=str(ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise UpdateRefused(f"security.tls is on but the box's CA {ca} is unusable "
+                                f"({exc}); the trial is left unconfirmed") from None
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
     return f"{scheme}://{host}:{settings.http.port}/readyz", verify
 

@@ -19,8 +19,10 @@ instant leaves a box that boots.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +79,16 @@ class _RawSink:
         return len(data)
 
 
-def _second_pass(bundle: Path, verified: Verified, keyring: signing.Keyring, device: Path,
-                 slot_size: int, kernel_dir: Path, progress: Progress | None) -> None:
-    manifest = verified.manifest
-    staged = {KERNEL: StagedFile(kernel_dir / KERNEL), INITRD: StagedFile(kernel_dir / INITRD)}
-    writer = SlotWriter(device)
+def _second_pass(bundle: Path, verified: Verified, keyring: signing.Keyring,
+                 writer: SlotWriter, slot_size: int, kernel_dir: Path,
+                 progress: Progress | None) -> None:
+    manifest, device = verified.manifest, writer.device
+    try:
+        staged = {KERNEL: StagedFile(kernel_dir / KERNEL),
+                  INITRD: StagedFile(kernel_dir / INITRD)}
+    except BaseException:
+        writer.close()
+        raise
     try:
         raw = _RawSink(writer, slot_size)
         decompressor = zstandard.ZstdDecompressor().stream_writer(raw, closefd=False)
@@ -140,17 +147,19 @@ def _install(settings: Settings, bundle: Path, force: bool,
     verified = verify_bundle(bundle, keyring, release, force=force, progress=progress)
     manifest = verified.manifest
     slot_size = _check_slot_size(manifest, device, target)
+    writer = SlotWriter(device)  # exclusive: refused here if the slot is mounted
     # -- verified: from here on the box is written, in an order that always boots --------
     esp = up.esp_dir
-    bootloader.remove_slot_entries(esp, target)
     try:
-        _second_pass(bundle, verified, keyring, device, slot_size,
+        bootloader.remove_slot_entries(esp, target)
+        _second_pass(bundle, verified, keyring, writer, slot_size,
                      bootloader.kernel_dir(esp, target), progress)
         bootloader.write_entry(esp, booted, bootloader.render_entry(
             booted, release.version, FALLBACK, up.kernel_options))
         entry = bootloader.write_entry(esp, target, bootloader.render_entry(
             target, manifest.version, PRIMARY, up.kernel_options), tries=up.trial_tries)
     except OSError as exc:
+        writer.close()
         raise UpdateRefused(f"writing slot {target} failed: {exc}; slot {booted} stays the "
                             "boot choice") from None
     write_pending(state_file(settings), Pending(target, manifest.version, booted,
@@ -158,12 +167,25 @@ def _install(settings: Settings, bundle: Path, force: bool,
     return Installed(target, manifest.version, booted, release.version, entry, verified.key_id)
 
 
+@contextmanager
+def _one_at_a_time(settings: Settings) -> Iterator[None]:
+    path = state_file(settings).with_name("install.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpdateRefused("another update is being installed") from None
+        yield
+
+
 def install_bundle(settings: Settings, bundle: Path, *, force: bool = False,
                    progress: Progress | None = None) -> Installed:
     """Verify ``bundle`` and install it into the other slot for one trial boot; every
     refusal is an UpdateRefused (and an ``update_refused`` event)."""
     try:
-        done = _install(settings, bundle, force, progress)
+        with _one_at_a_time(settings):
+            done = _install(settings, bundle, force, progress)
     except UpdateRefused as exc:
         record_event(settings, "update_refused", "warning", f"{bundle.name}: {exc}")
         raise

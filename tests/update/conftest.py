@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -192,6 +193,27 @@ def readyz(monkeypatch: pytest.MonkeyPatch) -> Iterator[Readyz]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("APPLIANCE_HTTP__PORT", str(server.port))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def tls_readyz(box: Box, monkeypatch: pytest.MonkeyPatch) -> Iterator[Readyz]:
+    """The same over HTTPS, with a certificate from the box's own CA (security.tls on)."""
+    from appliance.security.pki import init_ca, issue_server, tls_files
+
+    files = tls_files(box.data / "secrets")
+    init_ca(files)
+    issue_server(files, [])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.server_cert, files.server_key)
+    server = Readyz(200)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("APPLIANCE_HTTP__PORT", str(server.port))
+    monkeypatch.setenv("APPLIANCE_SECURITY__TLS", "true")
     yield server
     server.shutdown()
     server.server_close()

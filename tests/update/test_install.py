@@ -56,6 +56,14 @@ def test_the_slot_a_healthy_trial_boots_is_blessed_and_stays_first(box: Box,
     assert len(box.events("update_confirmed")) == 1
 
 
+def test_with_tls_on_the_health_check_trusts_the_boxs_ca(box: Box,
+                                                          tls_readyz: Readyz) -> None:
+    install_bundle(box.settings, box.make_bundle("0.2.0"))
+    box.boot()
+    assert confirm_boot(box.settings).outcome == "confirmed"
+    assert tls_readyz.hits >= 1
+
+
 def test_a_trial_that_is_never_confirmed_falls_back_to_the_old_slot(box: Box,
                                                                      readyz: Readyz) -> None:
     install_bundle(box.settings, box.make_bundle("0.2.0"))
@@ -158,3 +166,11 @@ def test_a_bundle_changed_between_the_two_passes_never_becomes_bootable(box: Box
     assert [e.slot for e in box.entries()] == ["a"]
     assert not (box.esp / "appliance" / "b" / "vmlinuz").exists()
     assert box.boot().slot == "a"
+
+
+def test_confirm_on_an_ordinary_boot_changes_nothing(box: Box) -> None:
+    before = box.snapshot()
+    result = confirm_boot(box.settings)
+    assert result.outcome == "nothing"
+    assert box.snapshot() == before
+    assert not box.events()
