@@ -162,9 +162,13 @@ def token_revoke(token_or_jti: Annotated[str, typer.Argument(help="The token, or
 
 
 @keys_app.command("init")
-def keys_init(config: ConfigOption = None) -> None:
+def keys_init(certs: Annotated[bool, typer.Option(
+                  "--certs", help="Also make the CA and server certificate if missing (a new "
+                  "box's first boot does all of it in one process).")] = False,
+              config: ConfigOption = None) -> None:
     """Create the token-signing key and the data key if they are missing."""
     from appliance.security.access import signing_keys
+    from appliance.security.pki import PkiError, init_ca, issue_server, tls_files
     from appliance.store.db import open_cipher
 
     settings = _settings(config)
@@ -172,6 +176,14 @@ def keys_init(config: ConfigOption = None) -> None:
     cipher = open_cipher(settings)
     console.print(f"signing key {kid}; data key "
                   f"{cipher.active_kid if cipher else 'off (security.encrypt_at_rest = false)'}")
+    files = tls_files(settings.paths.secrets_dir)
+    if certs and not files.ca_cert.exists():
+        try:
+            init_ca(files)
+            names = issue_server(files, [])
+        except PkiError as exc:
+            raise fail(str(exc)) from None
+        console.print(f"CA {files.ca_cert}; server certificate for {', '.join(names)}")
 
 
 @keys_app.command("list")

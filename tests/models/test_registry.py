@@ -59,3 +59,16 @@ def test_gguf_metadata_is_cached_after_the_first_read(scratch_models: Path) -> N
     link_default_model(scratch_models)
     registry.scan(scratch_models)
     assert (scratch_models / ".meta" / f"{DEFAULT_MODEL_ID}.json").is_file()
+
+
+def test_a_read_only_directory_with_the_converted_default_model_needs_no_package(
+        scratch_models: Path, ir_dir: Path) -> None:
+    # The OS image: the IR converted at build, no GGUF, the package not installed.
+    copy_ir(ir_dir, scratch_models / DEFAULT_MODEL_ID)
+    scratch_models.chmod(0o555)
+    try:
+        assert link_default_model(scratch_models) == scratch_models / DEFAULT_MODEL_ID
+        entry = registry.find(scratch_models, DEFAULT_MODEL_ID)
+    finally:
+        scratch_models.chmod(0o755)
+    assert entry.prepared and entry.traits().format == "openvino-ir"
