@@ -250,6 +250,9 @@ class SupervisorSettings(_Section):
     probe_timeout_s: float = Field(3.0, gt=0, description="A probe slower than this failed.")
     probe_failures: int = Field(
         3, ge=1, description="Consecutive failed probes after which a process is replaced.")
+    watchdog_s: float = Field(
+        30.0, ge=5, description="systemd watchdog timeout each service asks for at start "
+        "(beats the unit's WatchdogSec); a model step that holds the engine longer kills it.")
 
 
 class UpdateSettings(_Section):

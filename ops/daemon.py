@@ -28,7 +28,7 @@ from ops import benchmark, pressure
 from ops.collector import BoxCollector, GatewayScraper, ServiceCollector, sample_all
 from ops.history import Event, History, connect
 from ops.leaks import find_leak
-from selfheal.notify import notifier
+from selfheal.notify import notifier, ready
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 600.0
@@ -71,7 +71,7 @@ class OpsDaemon:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "ops.pid").write_text(str(os.getpid()))
         ticks = 0
-        self.notify("READY=1")
+        ready(self.settings.supervisor.watchdog_s)
         while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
             started = time.monotonic()
             try:

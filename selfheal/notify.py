@@ -21,14 +21,30 @@ def notifier() -> Callable[[str], None]:
     return sdnotify.SystemdNotifier().notify
 
 
-def watchdog_interval_s() -> float | None:
+def watchdog_interval_s(watchdog_s: float | None = None) -> float | None:
+    """Half the watchdog timeout, or None when systemd watches nothing."""
     usec = os.environ.get("WATCHDOG_USEC")
-    return int(usec) / 2e6 if usec and usec.isdigit() else None
+    if not usec or not usec.isdigit():
+        return None
+    return (watchdog_s or int(usec) / 1e6) / 2
 
 
-async def keep_alive(healthy: Callable[[], bool] = lambda: True) -> None:
+def ready(watchdog_s: float | None = None) -> None:
+    """READY=1, then the watchdog timeout this process wants (supervisor.watchdog_s).
+
+    The setting beats the unit's WatchdogSec, so a box that is slow by nature (a board, or
+    the image under software emulation) is given time by configuration, not a new unit file.
+    """
+    notify = notifier()
+    notify("READY=1")
+    if watchdog_s and watchdog_interval_s() is not None:
+        notify(f"WATCHDOG_USEC={int(watchdog_s * 1e6)}")
+
+
+async def keep_alive(healthy: Callable[[], bool] = lambda: True,
+                     watchdog_s: float | None = None) -> None:
     """Ping the watchdog while ``healthy()``; returns at once when there is no watchdog."""
-    interval = watchdog_interval_s()
+    interval = watchdog_interval_s(watchdog_s)
     notify = notifier()
     if interval is None:
         return

@@ -30,7 +30,7 @@ from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, build_pipeline, load_model
 from appliance.engine.stateful import StatefulBackend
 from ops.pressure import PressureReader
-from selfheal.notify import keep_alive, notifier
+from selfheal.notify import keep_alive, ready
 
 log = logging.getLogger(__name__)
 
@@ -268,10 +268,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    notifier()("READY=1")
+    ready(settings.supervisor.watchdog_s)
     step_thread = getattr(engine.backend, "_thread", None)
     watchdog = asyncio.create_task(keep_alive(
-        lambda: step_thread is None or step_thread.is_alive()))
+        lambda: step_thread is None or step_thread.is_alive(), settings.supervisor.watchdog_s))
     async with server:
         await stop.wait()
     watchdog.cancel()

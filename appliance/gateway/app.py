@@ -43,7 +43,7 @@ from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
-from selfheal.notify import keep_alive, notifier
+from selfheal.notify import keep_alive, ready
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,9 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         app.state.bridge = bridge
         settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
-        notifier()("READY=1")
-        background.append(asyncio.create_task(keep_alive()))  # the event loop turns
+        ready(settings.supervisor.watchdog_s)
+        background.append(asyncio.create_task(  # the event loop turns
+            keep_alive(watchdog_s=settings.supervisor.watchdog_s)))
         yield
         if bridge is not None:
             await bridge.stop()

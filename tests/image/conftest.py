@@ -33,6 +33,8 @@ EMULATION_SETTINGS = """
 [supervisor]
 probe_timeout_s = 20
 probe_failures = 6
+# The first chat compiles the model's kernels: minutes under TCG, with the engine's GIL held.
+watchdog_s = 600
 
 [ops]
 bench_on_upgrade = false
@@ -87,6 +89,16 @@ class Box:
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
              "-o", "LogLevel=ERROR", str(local), f"root@127.0.0.1:{remote}"],
             check=True, timeout=600)
+
+    def upload(self, local: Path, remote: str) -> None:
+        """Hand a file to the box as a plugged-in disk and copy it off there."""
+        serial = f"up{int(time.monotonic() * 1000) % 10**8}"
+        device = self.vm.attach_disk(local, serial)
+        try:
+            self.ssh(f"udevadm settle; for i in $(seq 60); do [ -e {device} ] && break; "
+                     f"sleep 1; done; head -c {local.stat().st_size} {device} > {remote}")
+        finally:
+            self.vm.detach_disk(serial)
 
     def appliance(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """The appliance CLI on the box, as its service user when it touches the secrets."""

@@ -37,7 +37,7 @@ def make_bundle(image_out: Path, tmp: Path, version: str, files: dict[str, str] 
 
 
 def install(box: Box, bundle: Path, *args: str) -> tuple[int, str]:
-    box.scp(bundle, BUNDLE_ON_BOX)
+    box.upload(bundle, BUNDLE_ON_BOX)
     try:
         result = box.appliance(f"update install {BUNDLE_ON_BOX} {' '.join(args)}", check=False)
     finally:

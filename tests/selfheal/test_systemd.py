@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from selfheal.probes import heartbeat_file
 from selfheal.systemd import SystemdSelfheal, Watched, escalate
 
@@ -75,3 +77,21 @@ def test_escalation_runs_the_hook_once_with_the_service_named(tmp_path: Path) ->
                     lambda *e: events.append(e))
     assert code == 0 and out.read_text().strip() == "engine"
     assert events[0][0] == "crash_loop" and "hook exit 0" in events[0][4]
+
+
+def test_a_service_asks_systemd_for_the_watchdog_timeout_its_settings_give(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from selfheal.notify import ready, watchdog_interval_s
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        monkeypatch.setenv("WATCHDOG_USEC", "30000000")  # the unit's WatchdogSec=30
+        ready(300)
+        received = [listener.recv(256).decode() for _ in range(2)]
+    assert received == ["READY=1", "WATCHDOG_USEC=300000000"]
+    assert watchdog_interval_s(300) == 150
