@@ -109,10 +109,8 @@ def build(inputs: BuildInputs, spec: ImageSpec | None = None,
         rootfs.build_root(spec, state, root, state_file, work / "mmdebstrap.log")
         installed = [line for line in (work / "packages.txt").read_text().splitlines() if line]
         rootfs.check_lock(installed)
-        from image.customize import clamp_times
-
         for tree in (root, esp):
-            clamp_times(tree, inputs.epoch)
+            filesystems.clamp_times(tree, inputs.epoch)
     if stop_after_root:  # image-lock needs only the package list
         return {}
     with timings.step("filesystems and disk"):
@@ -120,7 +118,6 @@ def build(inputs: BuildInputs, spec: ImageSpec | None = None,
         rootfs_img = filesystems.make_ext4(root, out / "rootfs.ext4", sizes.rootfs_mib, "root",
                                            ids.rootfs_uuid, ids.hash_seed, inputs.epoch)
         data = data_skeleton(work, spec.appliance_uid)
-        clamp_times(data, inputs.epoch)
         data_img = filesystems.make_ext4(data, work / "data.ext4", sizes.data_mib, "data",
                                          ids.data_uuid, ids.hash_seed, inputs.epoch)
         esp_img = filesystems.make_vfat(esp, work / "esp.vfat", sizes.esp_mib, "ESP",

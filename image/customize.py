@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from image.boot import EspLayout, initial_entry, loader_conf
+from image.filesystems import clamp_times
 from image.spec import OVERLAY_DIR, UNITS_DIR, BuildState, load_state
 
 VENV = "/opt/appliance/venv"
@@ -185,20 +186,6 @@ def remove_volatile_files(directory: Path) -> None:
     for child in directory.rglob("*"):
         if child.is_file() or child.is_symlink():
             child.unlink()
-
-
-def clamp_times(root: Path, epoch: int) -> None:
-    """Every file's atime and mtime at the commit's time (mke2fs copies them).
-
-    Stays on root's filesystem: inside the hook, /proc, /sys and /dev are mounted.
-    """
-    device = root.stat().st_dev
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames
-                       if os.lstat(os.path.join(dirpath, d)).st_dev == device]
-        for name in (*filenames, *dirnames):
-            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
-    os.utime(root, (epoch, epoch))
 
 
 def customize(root: Path, state: BuildState) -> None:

@@ -20,9 +20,24 @@ def run(command: list[str], epoch: int) -> None:
         raise RuntimeError(f"{command[0]} failed: {result.stderr.strip() or result.stdout}")
 
 
+def clamp_times(root: Path, epoch: int) -> None:
+    """Every file's atime and mtime at the commit's time (mke2fs copies them).
+
+    Stays on root's filesystem: inside the hook, /proc, /sys and /dev are mounted.
+    """
+    device = root.stat().st_dev
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames
+                       if os.lstat(os.path.join(dirpath, d)).st_dev == device]
+        for name in (*filenames, *dirnames):
+            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+    os.utime(root, (epoch, epoch))
+
+
 def make_ext4(source: Path, out: Path, size_mib: int, label: str, uuid: str, hash_seed: str,
               epoch: int) -> Path:
     out.unlink(missing_ok=True)
+    clamp_times(source, epoch)  # again: reading a file since moves its atime, which mke2fs keeps
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-L", label,
          "-U", uuid, "-E", f"hash_seed={hash_seed},root_owner=0:0", "-d", str(source),
          str(out), f"{size_mib}M"], epoch)

@@ -96,13 +96,16 @@ class Box:
         device = self.vm.attach_disk(local, serial)
         try:
             self.ssh(f"udevadm settle; for i in $(seq 60); do [ -e {device} ] && break; "
-                     f"sleep 1; done; head -c {local.stat().st_size} {device} > {remote}")
+                     f"sleep 1; done; head -c {local.stat().st_size} {device} > {remote}",
+                     timeout=900)
         finally:
             self.vm.detach_disk(serial)
 
-    def appliance(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """The appliance CLI on the box, as its service user when it touches the secrets."""
-        return self.ssh(f"/opt/appliance/venv/bin/appliance {args}", check=check)
+    def appliance(self, args: str, check: bool = True, timeout: float = 300
+                  ) -> subprocess.CompletedProcess[str]:
+        """The appliance CLI on the box, as root."""
+        return self.ssh(f"/opt/appliance/venv/bin/appliance {args}", check=check,
+                        timeout=timeout)
 
     def token(self, subject: str, *scopes: str) -> str:
         scope_args = " ".join(f"--scope {shlex.quote(s)}" for s in scopes)

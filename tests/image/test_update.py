@@ -39,7 +39,8 @@ def make_bundle(image_out: Path, tmp: Path, version: str, files: dict[str, str] 
 def install(box: Box, bundle: Path, *args: str) -> tuple[int, str]:
     box.upload(bundle, BUNDLE_ON_BOX)
     try:
-        result = box.appliance(f"update install {BUNDLE_ON_BOX} {' '.join(args)}", check=False)
+        result = box.appliance(f"update install {BUNDLE_ON_BOX} {' '.join(args)}", check=False,
+                               timeout=1800)
     finally:
         box.ssh(f"rm -f {BUNDLE_ON_BOX}", check=False)
     return result.returncode, result.stdout + result.stderr
