@@ -521,6 +521,51 @@ def bench_anomaly(config: ConfigOption = None,
     raise typer.Exit(0 if all(result["targets_met"].values()) else 1)
 
 
+@bench_app.command("gate")
+def bench_gate(
+    target: Annotated[str, typer.Option(help="The box's base URL, e.g. https://box:8080 "
+                                        "(http:// for a loopback dev box).")],
+    users: Annotated[int, typer.Option(help="Concurrent users, split over --mix.")] = 8,
+    duration: Annotated[str, typer.Option(help="How long to load: 60s, 5m, 1m30s.")] = "60s",
+    spawn_rate: Annotated[float | None, typer.Option(
+        help="Users started per second (default: all at once).")] = None,
+    slo: Annotated[Path | None, typer.Option(
+        help="SLO file (TOML; default: bench/locust/slo.toml).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for report.html, stats CSVs, gate.json."
+                                      )] = Path("bench/results/gate"),
+    token: Annotated[str | None, typer.Option(help="Bearer token, scope chat (visible in ps: "
+                                              "prefer --token-file).")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="Tokens one per line; MQTT users take one each (client id = subject).")] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA file of the box's TLS certificate.")] = None,
+    mqtt: Annotated[str | None, typer.Option(
+        help="MQTT broker HOST:PORT (default: the target's host, port 1883).")] = None,
+    mix: Annotated[str, typer.Option(
+        help="Users per request type by weight, e.g. http=2,stream=1,ws=1,mqtt=1 "
+        "(a type left out is not run).")] = "http=1,stream=1,ws=1,mqtt=1",
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens per HTTP chat request.",
+                                            min=1, max=4096)] = 64,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request counts as failed.",
+                                           min=1, max=600)] = 60.0,
+) -> None:
+    """Load-test gate before a rollout: locust against a box, SLOs checked; exit 1 on a miss."""
+    from bench.locust import gate
+    from bench.locust.results import render
+    from bench.locust.slo import DEFAULT_FILE
+
+    try:
+        options = gate.prepare(target=target, users=users, duration=duration,
+                               spawn_rate=spawn_rate, slo_path=slo or DEFAULT_FILE, out=out,
+                               token=token, token_file=token_file, ca=ca, mqtt=mqtt, mix=mix,
+                               max_tokens=max_tokens, timeout_s=timeout)
+        summary = gate.run(options, err_console)
+    except (gate.GateUsageError, gate.GateRunError) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    render(summary, console)
+    raise typer.Exit(0 if summary["passed"] else 1)
+
+
 @messages_app.command("show")
 def messages_show(message_id: Annotated[str, typer.Argument(help="The sender's message id.")],
                   conversation: Annotated[str | None, typer.Option(
