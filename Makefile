@@ -111,3 +111,17 @@ image-boot-test: setup image-deps debian-test-deps
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache
+
+# The load-test gate (README: Load-test gate) against the box `make run` started. Mints one
+# chat token per possible MQTT user (each needs its own subject) into GATE_TOKENS_FILE.
+# Aim and size it with GATE_TARGET and GATE_ARGS, e.g. GATE_ARGS="--users 4 --duration 30s".
+.PHONY: bench-gate
+GATE_TARGET ?= http://127.0.0.1:8080
+GATE_ARGS ?= --users 8 --duration 60s
+GATE_TOKENS_FILE ?= var/run/gate.tokens
+bench-gate: setup
+	@mkdir -p $(dir $(GATE_TOKENS_FILE)); umask 077; \
+	for i in 1 2 3 4 5 6 7 8; do \
+		$(APPLIANCE) token issue --sub gate-$$i --scope chat --ttl 2h 2>/dev/null || exit 2; \
+	done > $(GATE_TOKENS_FILE)
+	$(APPLIANCE) bench gate --target $(GATE_TARGET) --token-file $(GATE_TOKENS_FILE) $(GATE_ARGS)

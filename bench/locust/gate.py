@@ -249,12 +249,13 @@ def _follow(process: subprocess.Popen[bytes], options: GateOptions, console: Con
     """Wait for locust with a progress bar fed from its live CSV; terminate it past the
     deadline."""
     deadline = time.monotonic() + options.duration_s + STOP_TIMEOUT_S + KILL_AFTER_S
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[live]}"), console=console, transient=False)
     mix = ", ".join(f"{kind} {count}" for kind, count in options.counts.items())
+    console.print(f"gate: {options.target} for {options.duration_s:g} s, users {mix}; "
+                  f"SLOs {options.slo_path}; results in {options.out}", highlight=False)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
+                   TimeElapsedColumn(), TextColumn("{task.fields[live]}"), console=console)
     with bar:
-        task = bar.add_task(f"load {options.target} ({mix})", total=options.duration_s,
-                            live="starting locust")
+        task = bar.add_task("load", total=options.duration_s, live="starting locust")
         began = time.monotonic()
         while process.poll() is None:
             if time.monotonic() > deadline:
@@ -265,7 +266,7 @@ def _follow(process: subprocess.Popen[bytes], options: GateOptions, console: Con
             elapsed = time.monotonic() - began
             live = _live(options.out / "live_stats_history.csv")
             if elapsed > options.duration_s:
-                live += " · stopping: requests in flight finish"
+                live += " · stopping"
             bar.update(task, completed=min(elapsed, options.duration_s), live=live)
             time.sleep(0.5)
         bar.update(task, completed=options.duration_s, live=_live(
@@ -284,4 +285,4 @@ def _live(history: Path) -> str:
         return "starting locust"
     row = rows[-1]
     return (f"users {row['User Count']} · requests {row['Total Request Count']} · "
-            f"failures {row['Total Failure Count']}")
+            f"failed {row['Total Failure Count']}")
