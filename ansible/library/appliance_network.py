@@ -37,8 +37,10 @@ description:
     with pyroute2, optionally inside a named network namespace.
   - Everything is validated before anything is changed, so a bad interface name or CIDR
     fails the task with nothing applied.
-  - Order of work is route removals, VLAN creation, links (MTU, addresses, up/down), routes
-    added or replaced, then VLAN removal.
+  - Order of work is VLAN creation, route removals, links (MTU, up/down, addresses), routes
+    added or replaced, then VLAN removal. Routes are planned again once the links are done,
+    so a declared route that the kernel dropped on the way (a link went down, its last IPv4
+    address was removed) is put back.
   - Routes live in the main table. A route is identified by its destination and metric; a
     present route whose gateway or device differs is replaced in place.
 version_added: "0.1.0"
@@ -286,10 +288,11 @@ class Change:
     apply: Callable[[IPRoute], None]
 
 
-# Phases in which planned steps run: routes go before the addresses they depend on go away,
-# VLANs exist before their settings, and routes are added once links are up.
-ROUTE_DEL = 0
-VLAN_ADD = 1
+# Phases in which planned steps run: VLANs are made first (the step a kernel most often
+# refuses, so a refusal leaves the rest untouched) and exist before their settings; routes
+# go before the addresses they depend on go away, and are added once links are up.
+VLAN_ADD = 0
+ROUTE_DEL = 1
 LINK = 2
 ROUTE_ADD = 3
 VLAN_DEL = 4
@@ -507,7 +510,7 @@ def plan_interface(state: State, spec: dict, changes: list[Change]) -> None:
             )
             changes.append(Change(f"{name}: {text}", LINK, _set_addresses(name, wanted, remove)))
             kept = [a for a in link.addresses if a not in remove]
-            if remove and not any(":" not in a for a in kept):
+            if any(":" not in a for a in remove) and not any(":" not in a for a in kept):
                 state.routes = [
                     r for r in state.routes if not (r.dev == name and r.family == socket.AF_INET)
                 ]
@@ -538,7 +541,9 @@ def plan_routes(state: State, specs: list[dict], changes: list[Change]) -> None:
         if not (want.gateway or want.dev):
             raise PlanError(f"route {want.dst} needs a gateway or a dev")
         if want.dev and not state.links[want.dev].up:
-            raise PlanError(f"route {want.dst}: interface '{want.dev}' is down")
+            raise PlanError(
+                f"route {want.dst}: interface '{want.dev}' is down (declare it with state: up)"
+            )
         twin = next((r for r in state.routes if (r.dst, r.metric) == (want.dst, want.metric)), None)
         if twin is not None and twin.gateway == want.gateway and want.dev in (None, twin.dev):
             continue
@@ -671,9 +676,16 @@ def _replace_route(route: Route) -> Callable[[IPRoute], None]:
 
 
 def _del_route(route: Route) -> Callable[[IPRoute], None]:
-    # scope "nowhere" matches a route of any scope (a request's default, universe, would
-    # miss a device route, which has link scope); iproute2 deletes the same way.
-    return lambda ipr: ipr.route("del", scope=SCOPE_NOWHERE, **_route_args(ipr, route))
+    def apply(ipr: IPRoute) -> None:
+        # scope "nowhere" matches a route of any scope (a request's default, universe, would
+        # miss a device route, which has link scope); iproute2 deletes the same way.
+        try:
+            ipr.route("del", scope=SCOPE_NOWHERE, **_route_args(ipr, route))
+        except NetlinkError as err:
+            if err.code != errno.ESRCH:  # already gone (a recreated VLAN took it): as wanted
+                raise
+
+    return apply
 
 
 # --- what the task returns -------------------------------------------------------------------

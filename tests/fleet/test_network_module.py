@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -187,6 +188,27 @@ BOX_ROUTES = {
     "0.0.0.0/0 dev v0 metric 0",
 }
 
+VLAN_BOX = {
+    "vlans": [{"parent": "v0", "id": 10}],
+    "interfaces": [{"name": "v0.10", "state": "up", "addresses": ["10.77.10.1/24"]}],
+    "routes": [{"dst": "10.79.0.0/16", "gateway": "10.77.10.254"}],
+}
+
+
+def configure_box(netns: str) -> None:
+    """BOX made with iproute2, not the module: the starting point of tests about changes."""
+    for args in (
+        "link set v0 mtu 1400 up",
+        "addr add 10.77.0.1/24 dev v0",
+        "addr add fd00:77::1/64 dev v0 nodad",
+        "route add 10.78.0.0/16 via 10.77.0.254 metric 50",
+        "route add fd00:78::/48 via fd00:77::fe",
+        "route add default dev v0",
+    ):
+        done = ip("-n", netns, *args.split())
+        assert done.returncode == 0, f"ip {args}: {done.stderr}"
+    assert routes(netns) == BOX_ROUTES
+
 
 # --- the tests -------------------------------------------------------------------------------
 
@@ -209,15 +231,17 @@ def test_create_applies_everything_and_a_second_run_changes_nothing(
     assert routes(netns) == BOX_ROUTES
     assert first.result["network"]["routes"] == sorted(BOX_ROUTES)
 
-    again = run_module(netns, tmp_path, **BOX)
+    again = run_module(netns, tmp_path, "--diff", **BOX)
     assert again.status == "SUCCESS"
     assert (again.changed, again.result["changes"]) == (False, [])
+    assert not again.diff.strip()  # and no diff
     assert again.result["network"] == first.result["network"]
     assert routes(netns) == BOX_ROUTES
+    assert not run_module(netns, tmp_path, "--check", **BOX).changed  # check mode agrees
 
 
 def test_a_change_is_applied_in_place(netns: str, tmp_path: Path) -> None:
-    run_module(netns, tmp_path, **BOX)
+    configure_box(netns)
     change = {
         "interfaces": [
             {"name": "v0", "mtu": 1300, "addresses": ["10.77.0.2/24"], "exclusive": True}
@@ -251,25 +275,41 @@ def test_a_change_is_applied_in_place(netns: str, tmp_path: Path) -> None:
 
 
 def test_check_mode_reports_but_changes_nothing(netns: str, tmp_path: Path) -> None:
-    checked = run_module(netns, tmp_path, "--check", **BOX)
-    assert checked.status == "CHANGED" and len(checked.result["changes"]) == 6
-    predicted = checked.result["network"]["links"]["v0"]
-    assert predicted == {
-        "state": "up",
-        "mtu": 1400,
-        "addresses": ["10.77.0.1/24", "fd00:77::1/64"],
+    declared = {
+        "interfaces": BOX["interfaces"] + VLAN_BOX["interfaces"],
+        "routes": BOX["routes"] + VLAN_BOX["routes"],
+        "vlans": VLAN_BOX["vlans"],
     }
+    checked = run_module(netns, tmp_path, "--check", "--diff", **declared)
+    assert checked.status == "CHANGED"
+    assert checked.result["changes"] == [
+        "create VLAN v0.10 (id 10 on v0)",
+        "v0: mtu 1500 -> 1400",
+        "v0: set up",
+        "v0: add address 10.77.0.1/24; add address fd00:77::1/64",
+        "v0.10: set up",
+        "v0.10: add address 10.77.10.1/24",
+        "add route 10.78.0.0/16 via 10.77.0.254 metric 50",
+        "add route fd00:78::/48 via fd00:77::fe metric 1024",
+        "add route 0.0.0.0/0 dev v0 metric 0",
+        "add route 10.79.0.0/16 via 10.77.10.254 metric 0",
+    ]
+    assert checked.result["network"]["links"] == {
+        "v0": {"state": "up", "mtu": 1400, "addresses": ["10.77.0.1/24", "fd00:77::1/64"]},
+        "v0.10": {
+            "state": "up", "mtu": 1500, "addresses": ["10.77.10.1/24"], "vlan_id": 10,
+            "parent": "v0",
+        },
+    }  # fmt: skip
+    assert "+link v0.10: vlan 10 on v0, up, mtu 1500" in checked.diff.splitlines()
+    assert set(links(netns)) == {"lo", "v0", "v1"}
     v0 = links(netns)["v0"]
     assert (v0.up, v0.mtu, v0.addresses) == (False, 1500, set())
     assert routes(netns) == set()
 
-    run_module(netns, tmp_path, **BOX)
-    assert not run_module(netns, tmp_path, "--check", **BOX).changed
-
 
 def test_diff_mode_shows_before_and_after(netns: str, tmp_path: Path) -> None:
-    run_module(netns, tmp_path, **BOX)
-    assert not run_module(netns, tmp_path, "--diff", **BOX).diff.strip()  # a no-op has none
+    configure_box(netns)
     changed = run_module(
         netns,
         tmp_path,
@@ -300,7 +340,7 @@ def test_diff_mode_shows_before_and_after(netns: str, tmp_path: Path) -> None:
 
 
 def test_absent_removes_and_then_is_a_no_op(netns: str, tmp_path: Path) -> None:
-    run_module(netns, tmp_path, **BOX)
+    configure_box(netns)
     removal = {
         "interfaces": [{"name": "v0", "state": "down", "addresses": [], "exclusive": True}],
         "routes": [
@@ -324,7 +364,7 @@ def test_absent_removes_and_then_is_a_no_op(netns: str, tmp_path: Path) -> None:
 
 
 def test_a_route_to_another_metric_is_another_route(netns: str, tmp_path: Path) -> None:
-    run_module(netns, tmp_path, **BOX)
+    configure_box(netns)
     backup = {"dst": "10.78.0.0/16", "gateway": "10.77.0.253", "metric": 200}
     assert run_module(netns, tmp_path, routes=[backup]).result["changes"] == [
         "add route 10.78.0.0/16 via 10.77.0.253 metric 200"
@@ -338,7 +378,12 @@ def test_a_route_to_another_metric_is_another_route(netns: str, tmp_path: Path) 
     assert not any(r.startswith("10.78.") for r in routes(netns))
 
 
+MISSING_NETNS = f"nmt-{uuid.uuid4().hex[:10]}-missing"
 BAD_DECLARATIONS = {
+    "missing namespace": (
+        {"netns": MISSING_NETNS, "interfaces": [{"name": "lo", "state": "up"}]},
+        f"network namespace '{MISSING_NETNS}' does not exist (/var/run/netns/{MISSING_NETNS})",
+    ),
     "unknown interface": (
         {"interfaces": [{"name": "v0", "mtu": 1300}, {"name": "nope0", "state": "up"}]},
         "interface 'nope0' does not exist",
@@ -366,7 +411,7 @@ BAD_DECLARATIONS = {
     ),
     "route on a down link": (
         {"routes": [{"dst": "10.78.0.0/16", "dev": "v0"}]},
-        "route 10.78.0.0/16: interface 'v0' is down",
+        "route 10.78.0.0/16: interface 'v0' is down (declare it with state: up)",
     ),
     "vlan parent": (
         {"vlans": [{"parent": "nope0", "id": 10}]},
@@ -424,6 +469,10 @@ def test_bad_declarations_fail_with_a_specific_message_and_change_nothing(
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    created = MISSING_NETNS in ip("netns", "list").stdout
+    if created:
+        ip("netns", "del", MISSING_NETNS)
+    assert not created, "asking for a missing namespace must not make it"
     outcomes = json.loads(results.read_text())
     for (case, (_, message)), outcome in zip(BAD_DECLARATIONS.items(), outcomes, strict=True):
         assert outcome.get("failed") is True, case
@@ -434,41 +483,10 @@ def test_bad_declarations_fail_with_a_specific_message_and_change_nothing(
     assert routes(netns) == set()
 
 
-def test_a_missing_namespace_is_an_error_not_created(tmp_path: Path) -> None:
-    name = f"nmt-{uuid.uuid4().hex[:10]}-missing"
-    try:
-        failed = run_module(name, tmp_path, fails=True, interfaces=[{"name": "lo", "state": "up"}])
-        assert failed.result["msg"] == (
-            f"network namespace '{name}' does not exist (/var/run/netns/{name})"
-        )
-        assert name not in ip("netns", "list").stdout
-    finally:
-        ip("netns", "del", name)
-
-
-VLAN_BOX = {
-    "vlans": [{"parent": "v0", "id": 10}],
-    "interfaces": [{"name": "v0.10", "state": "up", "addresses": ["10.77.10.1/24"]}],
-    "routes": [{"dst": "10.79.0.0/16", "gateway": "10.77.10.254"}],
-}
-
-
-def test_vlan_in_check_mode(netns: str, tmp_path: Path) -> None:
-    checked = run_module(netns, tmp_path, "--check", "--diff", **VLAN_BOX)
-    assert checked.result["changes"] == [
-        "create VLAN v0.10 (id 10 on v0)",
-        "v0.10: set up",
-        "v0.10: add address 10.77.10.1/24",
-        "add route 10.79.0.0/16 via 10.77.10.254 metric 0",
-    ]
-    assert "+link v0.10: vlan 10 on v0, up, mtu 1500" in checked.diff.splitlines()
-    assert "v0.10" not in links(netns)
-
-
 def test_vlan_lifecycle(netns: str, tmp_path: Path) -> None:
     if not kernel_has_vlans(netns):
         pytest.skip("this kernel has no 802.1Q support (CONFIG_VLAN_8021Q)")
-    assert run_module(netns, tmp_path, **BOX).changed
+    configure_box(netns)
     assert run_module(netns, tmp_path, **VLAN_BOX).changed
     vlan = links(netns)["v0.10"]
     assert (vlan.kind, vlan.vlan_id, vlan.up) == ("vlan", 10, True)
@@ -492,11 +510,16 @@ def test_vlan_lifecycle(netns: str, tmp_path: Path) -> None:
 def test_vlan_on_a_kernel_without_8021q_fails_clearly(netns: str, tmp_path: Path) -> None:
     if kernel_has_vlans(netns):
         pytest.skip("this kernel has 802.1Q support (test_vlan_lifecycle runs instead)")
-    failed = run_module(netns, tmp_path, fails=True, **VLAN_BOX)
+    configure_box(netns)
+    with_removal = {**VLAN_BOX, "routes": [{"dst": "10.78.0.0/16", "state": "absent"}]}
+    failed = run_module(netns, tmp_path, fails=True, **with_removal)
     assert failed.result["msg"].startswith(
         "failed to create VLAN v0.10 (id 10 on v0): the kernel has no 802.1Q VLAN support"
     )
+    # VLANs are made first, so the refusal left everything else as it was
+    assert (failed.result["changed"], failed.result["changes"]) == (False, [])
     assert "v0.10" not in links(netns)
+    assert routes(netns) == BOX_ROUTES
 
 
 # --- the documentation is the interface ------------------------------------------------------
@@ -551,3 +574,24 @@ def test_address_and_route_parsing_normalises() -> None:
     with pytest.raises(module.PlanError, match="different IP versions"):
         module.parse_gateway("fd00::1", "10.0.0.0/8")
     assert str(ipaddress.ip_interface(module.parse_cidr("10.0.0.1/8", "x"))) == "10.0.0.1/8"
+
+
+def test_examples_pass_ansible_lint(tmp_path: Path) -> None:
+    """The EXAMPLES, as a playbook, meet ansible-lint's strictest (production) profile."""
+    playbook = tmp_path / "examples.yml"
+    tasks = textwrap.indent(load_module().EXAMPLES.strip("\n"), "    ")
+    playbook.write_text(
+        f"---\n- name: Examples\n  hosts: all\n  gather_facts: false\n  tasks:\n{tasks}\n"
+    )
+    env = {
+        **ansible_env(tmp_path),
+        "ANSIBLE_LIBRARY": str(LIBRARY),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "NO_COLOR": "1",
+    }
+    lint = [str(ANSIBLE.with_name("ansible-lint")), "--offline", "--profile", "production"]
+    done = subprocess.run(
+        [*lint, "examples.yml"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
