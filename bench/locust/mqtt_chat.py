@@ -51,7 +51,8 @@ class Device:
     def __init__(self, target: Box, client_id: str, token: str | None) -> None:
         self.id, self.timeout_s = client_id, target.timeout_s
         self.waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
-        self.connected, self.subscribed = threading.Event(), threading.Event()
+        self.connected, self.connack = threading.Event(), threading.Event()
+        self.subscribed = threading.Event()
         self.granted: list[Any] = []
         self.refusal: str | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -66,7 +67,7 @@ class Device:
         self.client.on_subscribe = self._on_subscribe
         self.client.connect(target.mqtt_host, target.mqtt_port, keepalive=30)
         self.client.loop_start()
-        if not self.connected.wait(self.timeout_s):
+        if not self.connack.wait(self.timeout_s) or not self.connected.is_set():
             self.close()
             raise GateError(f"MQTT {self.refusal or f'no CONNACK within {self.timeout_s:g} s'}")
         self.client.subscribe([(f"appliance/v1/res/{client_id}/reply", 1),
@@ -83,6 +84,7 @@ class Device:
             client.disconnect()
         else:
             self.connected.set()
+        self.connack.set()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list[Any],
                       properties: Any) -> None:
