@@ -558,12 +558,24 @@ def test_documentation_matches_the_argument_spec_and_examples_are_valid() -> Non
     doc = yaml.safe_load(module.DOCUMENTATION)
     assert doc["module"] == "appliance_network"
     assert _doc_options(doc["options"]) == module.argument_spec()
-    examples = yaml.safe_load(module.EXAMPLES)
-    names = set(module.argument_spec())
-    for task in examples:
-        assert set(task["appliance_network"]) <= names, task["name"]
     returned = yaml.safe_load(module.RETURN)
     assert set(returned) == {"changes", "network"}
+    readme = (ROOT / "ansible" / "README.md").read_text()
+    section = readme.split("## Network module (library/appliance_network.py)")[1].split("\n## ")[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    tasks = yaml.safe_load(module.EXAMPLES) + [t for b in blocks for t in yaml.safe_load(b)]
+    assert len(tasks) == 4
+    for task in tasks:
+        _check_args(task["appliance_network"], module.argument_spec(), task["name"])
+
+
+def _check_args(args: dict, spec: dict, where: str) -> None:
+    """Every key of an example is an option, down through the list-of-dict suboptions."""
+    assert set(args) <= set(spec), f"{where}: {set(args) - set(spec)}"
+    for key, value in args.items():
+        if "options" in spec[key]:
+            for item in value:
+                _check_args(item, spec[key]["options"], f"{where}: {key}")
 
 
 def test_address_and_route_parsing_normalises() -> None:
