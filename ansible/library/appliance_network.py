@@ -227,7 +227,11 @@ DEFAULT_METRIC = {socket.AF_INET: 0, socket.AF_INET6: 1024}
 
 
 class PlanError(Exception):
-    """A declaration that cannot be applied; raised before anything is changed."""
+    """A declaration that cannot be carried out, said in the operator's terms.
+
+    Raised while planning it fails the task before anything is changed; raised by a step
+    (a link gone meanwhile, a kernel without VLANs) it becomes an ApplyError.
+    """
 
 
 # --- the model: what is there, and what should be -------------------------------------------
