@@ -93,7 +93,7 @@ class Vm:
             "-nic", f"user,model=virtio-net-pci,{forwards}",
             "-device", "virtio-rng-pci",
             # q35's root bus takes no hot-plugged devices; this port takes attach_disk's.
-            "-device", "pcie-root-port,id=hotplug,chassis=1",
+            "-device", "pcie-root-port,id=hp0,chassis=1",
             "-display", "none", "-serial", f"file:{self.console_log}",
             "-monitor", f"unix:{self.monitor},server,nowait",
         ]
@@ -162,7 +162,7 @@ class Vm:
         guest's path for it. Far faster than copying over SSH under emulation."""
         self.send_monitor(f"drive_add 0 if=none,id={serial},file={image},format=raw,"
                           "readonly=on")
-        self.send_monitor(f"device_add virtio-blk-pci,bus=hotplug,drive={serial},id={serial},"
+        self.send_monitor(f"device_add virtio-blk-pci,bus=hp0,drive={serial},id={serial},"
                           f"serial={serial}")
         return f"/dev/disk/by-id/virtio-{serial}"
 
