@@ -4,6 +4,7 @@ through forwarded loopback ports, as a device or an operator would reach a box."
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -32,8 +33,15 @@ def test_the_box_boots_from_slot_a_with_its_first_boot_done(box: Box) -> None:
 
 
 def test_every_appliance_service_is_running(box: Box) -> None:
+    # Ready means the engine and gateway answer; ops starts after the engine and may still be
+    # importing under emulation, so each unit gets a bounded while to settle.
     units = ("appliance-engine", "appliance-gateway", "appliance-ops", "appliance-selfheal")
-    out = box.ssh("systemctl is-active " + " ".join(units), check=False).stdout.split()
+    out: list[str] = []
+    for _ in range(60):
+        out = box.ssh("systemctl is-active " + " ".join(units), check=False).stdout.split()
+        if "activating" not in out:
+            break
+        time.sleep(3)
     assert out == ["active"] * len(units)
 
 
