@@ -13,7 +13,7 @@ import pytest
 from tests.gateway.test_mqtt import Device
 from tests.image.conftest import IMAGE_OUT, Box
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 
 
 def test_the_box_becomes_ready_and_reports_its_boot_time(box: Box) -> None:

@@ -15,7 +15,8 @@ from image.spec import load_spec
 from image.variants import BROKEN_GATEWAY, rootfs_variant
 from tests.image.conftest import Box
 
-pytestmark = pytest.mark.image
+# Each test reboots or installs a 2 GiB slot under emulation: minutes, not seconds.
+pytestmark = [pytest.mark.image, pytest.mark.timeout(2400)]
 
 GOOD, BROKEN = "0.1.1", "0.1.2"
 BUNDLE_ON_BOX = "/data/update.bundle"  # the data partition has the room; the root slot not
