@@ -83,6 +83,8 @@ def prepare_model(root: Path) -> None:
     chroot(root, f"{VENV}/bin/appliance", "models", "prepare", "--config", DEFAULT_CONFIG,
            env={"APPLIANCE_PATHS__DATA_DIR": "/tmp/appliance-build"})
     shutil.rmtree(root / "tmp/appliance-build", ignore_errors=True)
+    # OpenVINO's telemetry leaves a random client id in ~/intel: found by image-verify.
+    shutil.rmtree(root / "root/intel", ignore_errors=True)
     # The converted IR is what the engine loads; the GGUF (and the package carrying it) would
     # only double the slot and the update bundle. pip and setuptools have no use on the box.
     for link in (root / MODELS.lstrip("/")).glob("*.gguf"):
