@@ -23,14 +23,22 @@ def run(command: list[str], epoch: int) -> None:
 def clamp_times(root: Path, epoch: int) -> None:
     """Every file's atime and mtime at the commit's time (mke2fs copies them).
 
-    Stays on root's filesystem: inside the hook, /proc, /sys and /dev are mounted.
+    Depth first, a directory's times set after it was read: listing a directory moves its
+    atime. Stays on root's filesystem: inside the hook, /proc, /sys and /dev are mounted.
     """
     device = root.stat().st_dev
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames
-                       if os.lstat(os.path.join(dirpath, d)).st_dev == device]
-        for name in (*filenames, *dirnames):
-            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+
+    def clamp_inside(directory: str) -> None:
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+        for entry in entries:
+            if entry.stat(follow_symlinks=False).st_dev != device:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                clamp_inside(entry.path)
+            os.utime(entry.path, (epoch, epoch), follow_symlinks=False)
+
+    clamp_inside(str(root))
     os.utime(root, (epoch, epoch))
 
 
@@ -41,7 +49,27 @@ def make_ext4(source: Path, out: Path, size_mib: int, label: str, uuid: str, has
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-L", label,
          "-U", uuid, "-E", f"hash_seed={hash_seed},root_owner=0:0", "-d", str(source),
          str(out), f"{size_mib}M"], epoch)
+    pin_change_times(source, out, epoch)
     return out
+
+
+def pin_change_times(source: Path, image: Path, epoch: int) -> None:
+    """mke2fs -d (e2fsprogs 1.47.0) copies each file's ctime, which no one can set: the time
+    the build wrote the file. debugfs rewrites every inode's ctime to the epoch."""
+    lines = [f"sif / ctime @{epoch}"]
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        for name in sorted((*dirnames, *filenames)):
+            inside = "/" + os.path.relpath(os.path.join(dirpath, name), source)
+            if '"' in inside or "\n" in inside:
+                raise RuntimeError(f"{inside!r}: a name debugfs cannot be given")
+            lines.append(f'sif "{inside}" ctime @{epoch}')
+    script = image.with_name(image.name + ".debugfs")
+    script.write_text("\n".join(lines) + "\n")
+    try:
+        run(["debugfs", "-w", "-f", str(script), str(image)], epoch)
+    finally:
+        script.unlink()
 
 
 def make_vfat(source: Path, out: Path, size_mib: int, label: str, volume_id: str,

@@ -43,6 +43,20 @@ def test_the_same_tree_gives_the_same_ext4_bytes(tree: Path, tmp_path: Path) -> 
     assert digest(a) == digest(b)
 
 
+def test_change_times_and_reads_of_the_tree_leave_no_trace_in_ext4(
+        tree: Path, tmp_path: Path) -> None:
+    # Two builds write their trees at different times (ctime) and read them (atime).
+    ids = load_spec().ids
+    first = filesystems.make_ext4(tree, tmp_path / "a.ext4", 64, "root", ids.rootfs_uuid,
+                                  ids.hash_seed, EPOCH)
+    (tree / "opt/big.bin").chmod(0o600)
+    (tree / "opt/big.bin").chmod(0o644)
+    (tree / "opt/big.bin").read_bytes()
+    second = filesystems.make_ext4(tree, tmp_path / "b.ext4", 64, "root", ids.rootfs_uuid,
+                                   ids.hash_seed, EPOCH)
+    assert digest(first) == digest(second)
+
+
 def test_the_same_tree_gives_the_same_fat_bytes(tree: Path, tmp_path: Path) -> None:
     ids = load_spec().ids
     a, b = (filesystems.make_vfat(tree, tmp_path / f"{n}.vfat", 64, "ESP", ids.esp_volume_id,
