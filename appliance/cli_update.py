@@ -24,25 +24,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from appliance import config as config_module
+from appliance.cli_security import ConfigOption, _settings, fail
 from appliance.update.errors import UpdateRefused
 
 update_app = typer.Typer(no_args_is_help=True,
                          help="A/B updates: signed bundles, trial boots, rollback.")
 console = Console(stderr=True)
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file.")]
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    return typer.Exit(2)
-
-
-def _settings(path: Path | None) -> config_module.Settings:
-    try:
-        return config_module.load(path).settings
-    except config_module.ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 @contextmanager

@@ -182,6 +182,18 @@ class ChatUser(User):
             self.report(kind, name, started, sample.length)
 
 
+class HttpChatUserBase(ChatUser):
+    """A chat user with one HTTP client for its whole life (kept-alive, TLS as the box's)."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self.client = http_client(self.box)
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+
 @dataclass
 class DecodeSpeeds:
     """Per-stream decode speeds and completion tokens, for the gate's tokens/s objective."""

@@ -6,24 +6,17 @@ from locust import task
 
 from bench.locust.common import (
     CHAT_PATH,
-    ChatUser,
     GateError,
+    HttpChatUserBase,
     chat_body,
     decode_speeds,
-    http_client,
     refused,
 )
 from bench.locust.common import served_model as model_of
 
 
-class HttpChatUser(ChatUser):
+class HttpChatUser(HttpChatUserBase):
     """An app calling the OpenAI-compatible API without streaming."""
-
-    def on_start(self) -> None:
-        self.client = http_client(self.box)
-
-    def on_stop(self) -> None:
-        self.client.close()
 
     @task
     def chat(self) -> None:
