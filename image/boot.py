@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.update import bootloader
+
 
 @dataclass(frozen=True)
 class EspLayout:
@@ -25,10 +27,10 @@ class EspLayout:
 
     @property
     def entries_dir(self) -> Path:
-        return self.root / "loader/entries"
+        return bootloader.entries_dir(self.root)
 
     def slot_dir(self, slot: str) -> Path:
-        return self.root / "appliance" / slot
+        return bootloader.kernel_dir(self.root, slot)
 
     def kernel(self, slot: str) -> Path:
         return self.slot_dir(slot) / "vmlinuz"
@@ -45,6 +47,4 @@ def loader_conf() -> str:
 
 def initial_entry(version: str) -> tuple[str, str]:
     """Slot A's entry as the image ships it: already good (no boot counter), primary."""
-    from appliance.update.bootloader import initial_entry as render
-
-    return render(version)
+    return bootloader.initial_entry(version)
