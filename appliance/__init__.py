@@ -1,3 +1,8 @@
 """Edge AI appliance: what runs on the box."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # one source of truth: pyproject.toml's version, as installed
+    __version__ = version("edge-appliance")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -169,3 +169,48 @@ def update_bundle(rootfs: Annotated[Path, typer.Option(help="Raw ext4 image of t
     console.print(f"{out}: {manifest.version} for {manifest.compatible} (min "
                   f"{manifest.min_version}), rootfs {manifest.rootfs.raw_size} bytes -> "
                   f"{manifest.rootfs.size}\nsha256 {sha.hexdigest()}", highlight=False)
+
+
+@update_app.command("release-bundle")
+def update_release_bundle(
+        wheelhouse: Annotated[Path, typer.Option(
+            help="Folder of wheels and constraints.txt (pip wheel -c constraints.txt .).")],
+        version: Annotated[str, typer.Option(help="The appliance version the wheels hold.")],
+        key: Annotated[Path, typer.Option(help="Signing key (PEM, from keygen).")],
+        out: Annotated[Path, typer.Option(help="The bundle file to write.")],
+        min_version: Annotated[str, typer.Option(
+            help="Oldest running version that may install it.")] = "0") -> None:
+    """Build a signed release bundle for plain Debian hosts (Ansible's upgrade.yml)."""
+    from appliance.update.release_bundle import build_release_bundle
+
+    if not wheelhouse.is_dir():
+        raise fail(f"{wheelhouse}: no such folder")
+    if not key.is_file():
+        raise fail(f"{key}: no such file")
+    try:
+        manifest = build_release_bundle(wheelhouse, version, key, out, min_version=min_version)
+    except UpdateRefused as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{out}: release {manifest.version}, {len(manifest.payloads)} files",
+                  highlight=False)
+
+
+@update_app.command("release-verify")
+def update_release_verify(
+        bundle: Annotated[Path, typer.Argument(help="The release bundle.")],
+        keyring: Annotated[Path | None, typer.Option(
+            help="Folder of trusted .pub keys (default: update.keyring_dir).")] = None,
+        config: ConfigOption = None) -> None:
+    """Check a release bundle's signature and every file's bytes; print its manifest."""
+    from appliance.update import signing
+    from appliance.update.release_bundle import verify_release_bundle
+
+    directory = keyring if keyring is not None else _settings(config).update.keyring_dir
+    if not bundle.is_file():
+        raise fail(f"{bundle}: no such file")
+    try:
+        manifest = verify_release_bundle(bundle, signing.load_keyring(Path(directory)))
+    except UpdateRefused as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps({key: value for key, value in manifest.to_json().items()
+                           if key != "payloads"}, sort_keys=True))
