@@ -17,6 +17,7 @@ from rich.table import Table
 
 from appliance import config as config_module
 from appliance.cli_security import certs_app, keys_app, token_app, webhook_app
+from appliance.cli_service import service_app
 from appliance.cli_update import update_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -34,6 +35,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(update_app, name="update")
+app.add_typer(service_app, name="service")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -155,6 +155,11 @@ class PathsSettings(_Section):
         return self.data_dir / "run"
 
     @property
+    def log_dir(self) -> Path:
+        """Logs of processes that have no journal (``appliance service`` on a plain host)."""
+        return self.data_dir / "log"
+
+    @property
     def database(self) -> Path:
         return self.data_dir / "appliance.db"
 
