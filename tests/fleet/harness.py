@@ -48,8 +48,10 @@ class TestHost:
 class Fleet:
     """``with Fleet(folder, 3) as fleet:`` - hosts up, inventory written, all gone after."""
 
-    def __init__(self, folder: Path, count: int = 3, subnet: int | None = None) -> None:
+    def __init__(self, folder: Path, count: int = 3, subnet: int | None = None,
+                 group_vars: dict[str, object] | None = None) -> None:
         self.folder = folder
+        self.group_vars = group_vars or {}
         tag = os.getpid() % 10000
         third = subnet if subnet is not None else 100 + os.getpid() % 100
         self.hosts = [
@@ -164,12 +166,19 @@ class Fleet:
                 "ansible_python_interpreter": sys.executable,
                 "appliance_root": str(host.root),
                 "appliance_listen": host.address,
-                "appliance_netns": host.netns,
+                # the box's uplink and a route to the branch's device network, applied by
+                # the appliance_network module (the harness leaves MTU 1500, no route)
+                "appliance_network_interfaces": [
+                    {"name": "eth0", "state": "up", "mtu": 1400,
+                     "addresses": [f"{host.address}/24"]}],
+                "appliance_network_routes": [
+                    {"dst": "10.250.0.0/16", "gateway": host.controller_address}],
             } for host in self.hosts}
         branches = {f"branch_{host.name}": {"hosts": {host.name: hosts[host.name]}}
                     for host in self.hosts}
-        inventory = {"all": {"children": {
-            "appliances": {"children": {"region_test": {"children": branches}}}}}}
+        inventory = {"all": {"children": {"appliances": {
+            "vars": self.group_vars,
+            "children": {"region_test": {"children": branches}}}}}}
         self.inventory.parent.mkdir(parents=True, exist_ok=True)
         self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
