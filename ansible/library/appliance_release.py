@@ -145,7 +145,7 @@ def extract_checked(tar: tarfile.TarFile, manifest: dict, into: Path) -> None:
     payloads: dict = manifest["payloads"]
     seen = set()
     for member in tar:
-        if member.name == "manifest.sig":
+        if member.name in ("manifest.json", "manifest.sig"):
             continue
         entry = payloads.get(member.name)
         if entry is None or not member.isfile() or member.name in seen:

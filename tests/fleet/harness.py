@@ -31,7 +31,7 @@ SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
 
 
 @dataclass(frozen=True)
-class TestHost:
+class FleetHost:
     name: str
     netns: str
     veth: str
@@ -55,7 +55,7 @@ class Fleet:
         tag = os.getpid() % 10000
         third = subnet if subnet is not None else 100 + os.getpid() % 100
         self.hosts = [
-            TestHost(name=f"box{index}", netns=f"fleet{tag}-{index}",
+            FleetHost(name=f"box{index}", netns=f"fleet{tag}-{index}",
                      veth=f"fl{tag}h{index}", address=f"10.{third}.{index}.2",
                      controller_address=f"10.{third}.{index}.1",
                      folder=folder / f"box{index}")
@@ -101,7 +101,7 @@ class Fleet:
                         ipr.link("del", ifname=host.veth)
 
     # -- pieces ----------------------------------------------------------------------
-    def _make_link(self, host: TestHost) -> None:
+    def _make_link(self, host: FleetHost) -> None:
         netns.create(host.netns)
         peer = f"{host.veth}p"
         with IPRoute() as ipr:
@@ -118,7 +118,7 @@ class Fleet:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             ns.route("add", dst="default", gateway=host.controller_address)
 
-    def _start_sshd(self, host: TestHost) -> None:
+    def _start_sshd(self, host: FleetHost) -> None:
         ssh = host.folder / "ssh"
         ssh.mkdir(parents=True, exist_ok=True)
         host.root.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ class Fleet:
                          stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
 
-    def _wait_for_ssh(self, host: TestHost, timeout_s: float = 20.0) -> None:
+    def _wait_for_ssh(self, host: FleetHost, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -183,7 +183,7 @@ class Fleet:
         self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
     # -- helpers for tests -----------------------------------------------------------
-    def pids_in(self, host: TestHost) -> list[int]:
+    def pids_in(self, host: FleetHost) -> list[int]:
         """Every process in the host's network namespace."""
         try:
             wanted = os.stat(f"/run/netns/{host.netns}").st_ino
@@ -199,7 +199,7 @@ class Fleet:
                     continue
         return found
 
-    def kill_processes(self, host: TestHost, grace_s: float = 10.0) -> None:
+    def kill_processes(self, host: FleetHost, grace_s: float = 10.0) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.pids_in(host):
                 with contextlib.suppress(ProcessLookupError):
@@ -210,7 +210,7 @@ class Fleet:
             if not self.pids_in(host):
                 return
 
-    def ssh(self, host: TestHost, command: str, timeout_s: float = 60.0
+    def ssh(self, host: FleetHost, command: str, timeout_s: float = 60.0
             ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",

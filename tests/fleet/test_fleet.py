@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fleet.harness import Fleet, TestHost
+from tests.fleet.harness import Fleet, FleetHost
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
@@ -48,8 +48,9 @@ def build_release(source: Path, version: str, deps: Path, out: Path, key: Path,
                   broken: bool = False) -> Path:
     """A release bundle of ``source`` at ``version``: its own wheel plus the pinned deps."""
     tree = out / f"src-{version}"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=source, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=source, capture_output=True, check=True)
+    files = listing.stdout.decode().split("\0")
     for name in filter(None, files):
         if (source / name).is_file():
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ def build_release(source: Path, version: str, deps: Path, out: Path, key: Path,
             os.link(wheel, wheels / wheel.name)
     shutil.copyfile(source / "constraints.txt", wheels / "constraints.txt")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(wheels), str(tree)], check=True)
+                    "-w", str(wheels), str(tree)], check=True)
     bundle = out / f"appliance-{version}.release"
     subprocess.run([BIN / "appliance", "update", "release-bundle", "--wheelhouse", str(wheels),
                     "--version", version, "--key", str(key), "--out", str(bundle)],
@@ -152,7 +153,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return found
 
 
-def ready_version(fleet: Fleet, host: TestHost) -> str:
+def ready_version(fleet: Fleet, host: FleetHost) -> str:
     ca = fleet.folder.parent / "credentials" / host.name / "ca.crt"
     answer = httpx.get(f"https://{host.address}:8080/readyz", verify=str(ca), timeout=10)
     assert answer.status_code == 200, answer.text
