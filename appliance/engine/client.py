@@ -120,6 +120,11 @@ class EngineClient:
         return self._writer is not None
 
     @property
+    def in_flight(self) -> int:
+        """Generations sent through this client and not yet finished, aborted or lost."""
+        return len(self._pending)
+
+    @property
     def ready(self) -> bool:
         fresh = time.monotonic() - self.last_health < self.health_timeout_s
         return self.connected and self.info is not None and fresh

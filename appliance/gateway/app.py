@@ -19,6 +19,7 @@ from appliance.gateway.auth import require
 from appliance.gateway.chat.api_router import router as chat_router
 from appliance.gateway.chat.serving import ChatService
 from appliance.gateway.dashboard import router as dashboard_router
+from appliance.gateway.drain_api import router as drain_router
 from appliance.gateway.health import metrics_router
 from appliance.gateway.health import router as health_router
 from appliance.gateway.messages_api import router as messages_router
@@ -32,6 +33,7 @@ from appliance.gateway.security_api import router as security_router
 from appliance.gateway.webhooks import CallbackSender
 from appliance.gateway.webhooks import router as webhooks_router
 from appliance.gateway.ws import router as ws_router
+from appliance.router.drain import Drain
 from appliance.router.hub import Hub
 from appliance.router.pipeline import Pipeline
 from appliance.security.access import Access, log_refusal, signing_keys
@@ -53,6 +55,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     keys = signing_keys(settings)
     keys.ensure()
     client = EngineClient(settings.paths.engine_socket, on_restart=metrics.engine_restarts.inc)
+    drain = Drain(client, on_refused=metrics.rejected.labels("draining").inc)
 
     hub = Hub()
 
@@ -60,7 +63,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = MessageStore(connect(settings.paths.database, settings.store.synchronous),
                              open_cipher(settings))
-        pipeline = Pipeline(settings, store, client, hub)
+        pipeline = Pipeline(settings, store, client, hub, drain)
         app.state.pipeline = pipeline
         security_db = connect(settings.paths.database, settings.store.synchronous)
 
@@ -112,7 +115,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.state.settings = settings
     app.state.engine = client
     app.state.metrics = metrics
-    app.state.chat = ChatService(settings, client, metrics)
+    app.state.drain = drain
+    app.state.chat = ChatService(settings, client, metrics, drain)
     app.state.signing_keys = keys
     app.state.sign_event = functools.partial(sign_event, keys)
     app.state.access = None
@@ -129,6 +133,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.include_router(ws_router)  # authenticates before accepting (see ws.py)
     app.include_router(webhooks_router)  # HMAC-signed by the platform, not token-bearing
     app.include_router(ops_router)  # scope admin (see ops_api.py)
+    app.include_router(drain_router)  # scope admin (see drain_api.py)
     app.include_router(dashboard_router)  # admin token also from ?access_token= (dashboard.py)
     if settings.ops.test_leak_endpoint:
         from appliance.gateway.test_leak import router as leak_router

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from appliance.router.drain import Draining
+
 log = logging.getLogger(__name__)
 
 _TYPES = {
@@ -54,6 +56,11 @@ def error_body(message: str, error_type: str, param: str | None = None,
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
+def draining_error(exc: Draining) -> APIError:
+    """The HTTP face of a refusal while the gateway drains."""
+    return APIError(503, str(exc), code="draining", retry_after=exc.retry_after)
+
+
 def error_response(exc: APIError) -> JSONResponse:
     headers = dict(exc.headers)
     if exc.retry_after is not None:
@@ -90,6 +97,8 @@ def validation_to_api_error(exc: RequestValidationError) -> APIError:
         return APIError(400, f"Missing required parameter: '{param}'", param=param,
                         code="missing_required_parameter")
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not param:  # the body as a whole, e.g. a JSON list where an object belongs
+        return APIError(400, f"Invalid request body: {message}", code="invalid_value")
     return APIError(400, f"Invalid value for '{param}': {message}", param=param,
                     code="invalid_value")
 

@@ -8,6 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from appliance import __version__
+from appliance.router.drain import RETRY_AFTER_S
+
 router = APIRouter()
 metrics_router = APIRouter()
 
@@ -20,9 +23,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Any:
+    drain = request.app.state.drain
+    if drain.draining:  # before the engine: a draining box takes no new work, ready or not
+        return JSONResponse({"status": "not_ready", "reason": "draining", "since": drain.since,
+                             "in_flight": drain.in_flight}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
     client = request.app.state.engine
     if client.ready:
-        return {"status": "ready", "engine": client.info.model_dump(), "load": _load(client)}
+        return {"status": "ready", "version": __version__, "engine": client.info.model_dump(),
+                "load": _load(client)}
     if not client.connected:
         reason = "the engine is not connected (starting, restarting or down)"
     else:
@@ -43,6 +52,8 @@ async def metrics(request: Request) -> Response:
     state.metrics.engine_up.set(1 if state.engine.ready else 0)
     state.metrics.queue_depth.labels("active").set(load.get("active", 0))
     state.metrics.queue_depth.labels("waiting").set(load.get("waiting", 0))
+    state.metrics.draining.set(1 if state.drain.draining else 0)
+    state.metrics.in_flight.set(state.drain.in_flight)
     bridge = getattr(state, "bridge", None)
     if bridge is not None:
         state.metrics.mqtt_clients.set(bridge.connected_clients())

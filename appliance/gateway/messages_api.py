@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.gateway.auth import author, principal, require
-from appliance.gateway.errors import APIError
+from appliance.gateway.errors import APIError, draining_error
+from appliance.router.drain import Draining
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.signing import box_headers
@@ -104,7 +105,8 @@ def signed(request: Request, response: JSONResponse) -> JSONResponse:
 
 async def submit_and_wait(pipeline: Pipeline, envelope: Envelope,
                           wait_s: float) -> tuple[MessageRecord, bool]:
-    """Accept a message and wait up to ``wait_s`` for its reply; the record as it then is."""
+    """Accept a message and wait up to ``wait_s`` for its reply; the record as it then is.
+    A new message while the gateway drains gets the HTTP ``503 draining`` error."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def listener(event: dict[str, Any]) -> bool:
@@ -116,7 +118,10 @@ async def submit_and_wait(pipeline: Pipeline, envelope: Envelope,
 
     unsubscribe = pipeline.hub.subscribe(envelope.conversation, listener)
     try:
-        record, created = await pipeline.submit(envelope)
+        try:
+            record, created = await pipeline.submit(envelope)
+        except Draining as exc:
+            raise draining_error(exc) from None
         if record.state not in FINISHED and wait_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done), wait_s)

@@ -35,6 +35,11 @@ class GatewayMetrics:
         self.auth_refusals = Counter("appliance_auth_refusals_total",
                                      "Credentials refused, by channel and reason",
                                      ["channel", "reason"], registry=r)
+        self.draining = Gauge("appliance_gateway_draining",
+                              "1 while the gateway drains (refuses new chat work)", registry=r)
+        self.in_flight = Gauge("appliance_gateway_in_flight",
+                               "Chat generations running through the gateway, all channels",
+                               registry=r)
         self.mqtt_clients = Gauge("appliance_mqtt_clients", "MQTT clients connected now",
                                   registry=r)
         self.ops = OpsMetrics(r)

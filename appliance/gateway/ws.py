@@ -9,7 +9,8 @@ Server -> client:
 - ``{"type": "ack", "id", "conversation", "seq", "state", "duplicate"}`` for each message
 - ``{"type": "token", "id", "conversation", "seq", "text"}`` while an answer streams
 - ``{"type": "reply", "id", "conversation", "seq", "text", "intent", "state"}``
-- ``{"type": "error", "code", "message", ...}``: a bad frame or a failed message
+- ``{"type": "error", "code", "message", ...}``: a bad frame, a failed message, or a new
+  message while the gateway drains (code ``draining``; the socket stays open)
 
 Every channel linked to a conversation (other sockets, HTTP) sees its replies. A reply is
 sent at most once per connection, even when a resume overlaps live delivery.
@@ -28,6 +29,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance.gateway.auth import authenticate, author, principal
+from appliance.router.drain import Draining
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
@@ -135,6 +137,9 @@ class Session:
                 sender=sender, text=message.text, principal=author(self.claims)))
         except ForbiddenConversation:
             await self.forbidden(message.conversation, message.id)
+            return
+        except Draining as exc:
+            await self.error("draining", str(exc), id=message.id)
             return
         self.subscribe(message.conversation)
         await self.send({"type": "ack", "id": record.id, "conversation": record.conversation,

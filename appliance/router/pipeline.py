@@ -5,7 +5,8 @@ Every protocol edge turns what it received into an :class:`Envelope` and calls
 stored record, never a second answer); each conversation has one worker that answers its
 messages strictly in sequence order, while different conversations proceed in parallel.
 Messages that were accepted but not answered when the gateway stopped are picked up again at
-start, in order.
+start, in order. While the gateway drains (:mod:`appliance.router.drain`) a new message is
+refused; stored ones are still answered.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable
+from appliance.router.drain import Drain
 from appliance.router.envelope import Envelope
 from appliance.router.hub import Hub
 from appliance.router.intents import classify
 from appliance.router.skills import SkillContext, run_command
-from appliance.store.messages import MessageRecord, MessageStore
+from appliance.store.messages import MessageRecord, MessageStore, UnknownMessage
 from appliance.store.states import MessageState
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,12 @@ def reply_event(record: MessageRecord) -> dict[str, Any]:
 
 class Pipeline:
     def __init__(self, settings: Settings, store: MessageStore, engine: EngineClient,
-                 hub: Hub) -> None:
+                 hub: Hub, drain: Drain | None = None) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.hub = hub
+        self.drain = drain if drain is not None else Drain(engine)
         self._queues: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
 
@@ -74,7 +77,8 @@ class Pipeline:
                 await task
 
     async def submit(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
-        """Accept a message; returns its record and whether it was new."""
+        """Accept a message; returns its record and whether it was new. Raises
+        :class:`~appliance.router.drain.Draining` for a new message while draining."""
         return self.accept(envelope)
 
     def accept(self, envelope: Envelope,
@@ -83,8 +87,13 @@ class Pipeline:
         """:meth:`submit` for callers that must not yield before the message is stored.
 
         ``before_processing`` runs after storing and before the message is queued, e.g. to
-        schedule an acknowledgement that must go out before any reply."""
-        record, created = self.store.accept(envelope)
+        schedule an acknowledgement that must go out before any reply. While draining, a
+        resent id still gets its record; a new message raises
+        :class:`~appliance.router.drain.Draining`."""
+        try:
+            record, created = self.store.accept(envelope, create=not self.drain.draining)
+        except UnknownMessage:
+            raise self.drain.refusal() from None
         if before_processing is not None:
             before_processing(record, created)
         if created:

@@ -89,12 +89,13 @@ class MessageStore:
             raise
         self.db.execute("COMMIT")
 
-    def accept(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
+    def accept(self, envelope: Envelope, create: bool = True) -> tuple[MessageRecord, bool]:
         """Store a new message (state received, next seq) or find the one with its id.
 
         Raises :class:`ForbiddenConversation` when the conversation is owned by a principal
         other than ``envelope.principal`` (None skips the check); a new conversation is owned
-        by the envelope's principal."""
+        by the envelope's principal. With ``create`` false a new message is not stored but
+        raises :class:`UnknownMessage` (a known id is still found)."""
         with self._transaction() as db:
             owner = db.execute("SELECT owner, kid FROM conversations WHERE id=?",
                                (envelope.conversation,)).fetchone()
@@ -105,6 +106,9 @@ class MessageStore:
                              "AND id=?", (envelope.conversation, envelope.id)).fetchone()
             if row is not None:
                 return self._record(row), False
+            if not create:
+                raise UnknownMessage(f"no message {envelope.id!r} in conversation "
+                                     f"{envelope.conversation!r}")
             if owner is None:
                 kid = self._sealer.active_kid
                 db.execute("INSERT INTO conversations(id, created, owner, kid) "

@@ -37,6 +37,16 @@ def test_a_repeated_id_finds_the_stored_message_instead_of_a_new_one(
     assert again.seq == first.seq and again.text == "first"
 
 
+def test_without_create_a_known_id_is_found_and_a_new_one_is_not_stored(
+        store: MessageStore) -> None:
+    first, _ = store.accept(envelope("m1"))
+    again, created = store.accept(envelope("m1"), create=False)
+    assert again.seq == first.seq and not created
+    with pytest.raises(UnknownMessage):
+        store.accept(envelope("m2"), create=False)
+    assert store.accept(envelope("m2"))[0].seq == 2  # the refused one took no number
+
+
 def test_state_moves_are_checked_and_traced(store: MessageStore) -> None:
     record, _ = store.accept(envelope("m1"))
     record = store.move(record, MessageState.PROCESSING)

@@ -11,8 +11,9 @@ from typing import Any
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable, Generation
 from appliance.gateway.chat.protocol import ChatCompletionRequest
-from appliance.gateway.errors import APIError
+from appliance.gateway.errors import APIError, draining_error
 from appliance.gateway.metrics import GatewayMetrics
+from appliance.router.drain import Drain, Draining
 
 RETRY_AFTER_UNAVAILABLE_S = 5
 RETRY_AFTER_OVERLOADED_S = 2
@@ -40,10 +41,12 @@ def engine_error(exc: EngineRejected | EngineUnavailable) -> APIError:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, client: EngineClient, metrics: GatewayMetrics) -> None:
+    def __init__(self, settings: Settings, client: EngineClient, metrics: GatewayMetrics,
+                 drain: Drain | None = None) -> None:
         self.settings = settings
         self.client = client
         self.metrics = metrics
+        self.drain = drain if drain is not None else Drain(client)
 
     def served_model(self) -> str:
         return self.client.info.model if self.client.info else self.settings.engine.model
@@ -85,6 +88,10 @@ class ChatService:
 
     async def start(self, request: ChatCompletionRequest) -> Generation:
         """Admit the request into the engine, or raise the APIError that says why not."""
+        try:
+            self.drain.check()
+        except Draining as exc:
+            raise draining_error(exc) from None
         params = self._engine_params(request, f"chatcmpl-{uuid.uuid4().hex[:24]}")
         try:
             return await self.client.submit(params)

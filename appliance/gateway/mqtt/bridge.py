@@ -31,6 +31,7 @@ from appliance.gateway.mqtt.topics import (
     request_topic,
     topic_client_id,
 )
+from appliance.router.drain import Draining
 from appliance.router.envelope import SAFE_ID, Envelope
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
@@ -196,6 +197,8 @@ class MqttBridge:
                     {"record": record, "created": created}))
         except ForbiddenConversation:
             return forbidden
+        except Draining as exc:
+            return _refusal(request.id, "draining", str(exc))
         return None
 
     async def _answer(self, client_id: str, outcome: dict[str, Any]) -> None:
