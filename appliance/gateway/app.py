@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import Depends, FastAPI
 
+from appliance import __version__
 from appliance.config import Settings
 from appliance.engine.client import EngineClient
 from appliance.gateway import errors
@@ -110,7 +111,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
             task.cancel()
         store.db.close()
 
-    app = FastAPI(title="Edge AI appliance", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Edge AI appliance", version=__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.engine = client
