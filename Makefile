@@ -49,16 +49,18 @@ debian-test-deps:
 	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
 	command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-		else echo "install$$missing (apt-get) for the MQTT interop and dashboard tests"; fi; fi
+		else echo "install$$missing (apt-get) for the MQTT interop, dashboard and fleet tests"; fi; fi
 
 test: model debian-test-deps
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
+	cd ansible && ../$(BIN)/ansible-lint --offline --profile production
 
 doctor: setup
 	$(APPLIANCE) doctor
