@@ -86,6 +86,24 @@ def update_confirm(config: ConfigOption = None) -> None:
         raise typer.Exit(1)
 
 
+@update_app.command("rollback")
+def update_rollback(reboot: Annotated[bool, typer.Option(
+                        help="Reboot into the other slot at once.")] = False,
+                    config: ConfigOption = None) -> None:
+    """Boot the other slot next: for a release that passed its trial but misbehaves. An
+    install that has not booted yet is cancelled instead."""
+    from appliance.update.rollback import roll_back
+
+    settings = _settings(config)
+    try:
+        done = roll_back(settings)
+    except UpdateRefused as exc:
+        raise fail(str(exc)) from None
+    console.print(escape(done.message), highlight=False)
+    if reboot and done.reboot_needed:
+        subprocess.run(shlex.split(settings.update.reboot_command), check=False)
+
+
 @update_app.command("status")
 def update_status(config: ConfigOption = None,
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
