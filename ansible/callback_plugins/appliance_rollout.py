@@ -49,7 +49,8 @@ class CallbackModule(CallbackBase):
         if not play.vars.get("appliance_rollout_summary"):
             return
         inventory = play.get_variable_manager()._inventory
-        for host in inventory.get_hosts(play.hosts):
+        # every host of the pattern, not only the current serial batch
+        for host in inventory.get_hosts(play.hosts, ignore_restrictions=True):
             if host.name not in self._hosts:
                 self._hosts.append(host.name)
 
