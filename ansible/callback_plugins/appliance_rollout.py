@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ansible.plugins.callback import CallbackBase
 
+FAILURES = ("rolled_back", "rollback_failed", "failed", "unreachable")
+
 DOCUMENTATION = r"""
 name: appliance_rollout
 type: aggregate
@@ -76,8 +78,8 @@ class CallbackModule(CallbackBase):
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
-        stopped = any(row["outcome"] in ("rolled_back", "failed", "unreachable")
-                      for row in rows)
+        # stopped: a box failed (rolled back or worse), so later batches were not run
+        stopped = any(row["outcome"] in (*FAILURES, "not_reached") for row in rows)
         self._display.banner("ROLLOUT SUMMARY")
         for row in rows:
             self._display.display(f"{row['host']:<28} {row['outcome']:<12} "

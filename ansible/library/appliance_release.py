@@ -101,7 +101,8 @@ MARKER = ".installed"
 
 
 class ReleaseError(Exception):
-    """A refusal, reported by fail_json with nothing changed on the host."""
+    """A refusal, reported by fail_json. The running release is never touched; a release
+    folder that failed half-way is rebuilt from scratch by the next attempt."""
 
 
 def link_target(link: Path) -> str:
@@ -140,12 +141,28 @@ def read_manifest(bundle: Path) -> tuple[dict, tarfile.TarFile]:
     return manifest, tar
 
 
+def safe_member_name(name: str) -> bool:
+    """``constraints.txt`` or ``wheels/<file>.whl``: nothing that could leave the folder."""
+    if name == "constraints.txt":
+        return True
+    folder, _, rest = name.partition("/")
+    return folder == "wheels" and rest.endswith(".whl") and "/" not in rest \
+        and rest not in ("", ".", "..") and not rest.startswith(".")
+
+
 def extract_checked(tar: tarfile.TarFile, manifest: dict, into: Path) -> None:
     """Every payload, each hashed on the way out and refused when it differs."""
     payloads: dict = manifest["payloads"]
+    bad = [name for name in payloads if not safe_member_name(name)]
+    if bad:
+        raise ReleaseError(f"unexpected member names in the manifest: {bad[:3]}")
     seen = set()
+    heads = 0
     for member in tar:
         if member.name in ("manifest.json", "manifest.sig"):
+            heads += 1
+            if heads > 2:
+                raise ReleaseError(f"{member.name} appears twice in the bundle")
             continue
         entry = payloads.get(member.name)
         if entry is None or not member.isfile() or member.name in seen:
@@ -187,6 +204,9 @@ def install(params: dict, prefix: Path, check: bool) -> dict:
         if check:
             return {"changed": True, "version": version}
         verifier = params["verify_with"]
+        if verifier and not Path(verifier).is_file() and (prefix / "current").exists():
+            raise ReleaseError(f"{verifier} is missing, so the bundle's signature cannot be "
+                               "checked on the host")
         if verifier and Path(verifier).is_file():
             command = [verifier, "update", "release-verify", str(bundle)]
             run([*command, "--keyring", params["keyring"]] if params["keyring"] else command)

@@ -174,6 +174,8 @@ def verify_release_bundle(path: Path, keyring: signing.Keyring) -> ReleaseManife
         manifest: ReleaseManifest | None = None
         for member in tar:
             if member.name in (MANIFEST, SIGNATURE) and manifest is None:
+                if member.name in head:
+                    raise UpdateRefused(f"{member.name} appears twice in the bundle")
                 if not member.isfile() or member.size > MAX_HEAD_BYTES:
                     raise UpdateRefused(f"{member.name} is not a small regular file")
                 extracted = tar.extractfile(member)

@@ -4,7 +4,9 @@ real sshd per box, ansible-playbook over SSH, the real appliance on each box.
 The tests run in order on one fleet, as an operator would: provision from scratch, provision
 again (nothing changes), roll 0.1.1 out everywhere (the canary passes the locust gate first),
 then roll out a 0.1.2 whose gateway cannot start: the canary fails its health deadline, is
-rolled back to 0.1.1 and serves, the rollout stops, and the summary says so.
+rolled back to 0.1.1 and serves, the rollout stops, and the summary says so. (A box that
+drops off the network mid-upgrade is exercised by tests/image/test_update.py: the qemu box
+reboots under the playbook when its trial boot fails.)
 """
 
 from __future__ import annotations
@@ -194,6 +196,16 @@ def test_a_rolling_upgrade_reaches_every_box_after_the_canary_passes_the_gate(
         host.name: "0.1.1" for host in fleet.hosts}
     gate = json.loads((fleet.folder.parent / "gate" / "box1" / "gate.json").read_text())
     assert gate["passed"] is True
+
+
+def test_provisioning_after_an_upgrade_keeps_the_new_release_and_changes_nothing(
+        fleet: Fleet) -> None:
+    done = playbook(fleet, "provision.yml")
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert {name: counts["changed"] for name, counts in recap(done.stdout).items()} == {
+        host.name: 0 for host in fleet.hosts}
+    assert {host.name: ready_version(fleet, host) for host in fleet.hosts} == {
+        host.name: "0.1.1" for host in fleet.hosts}
 
 
 def test_a_failing_release_is_rolled_back_on_the_canary_and_the_rollout_stops(
