@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from appliance import __version__
 from appliance.config import Settings
+from appliance.update.release import running_version
 from ops import benchmark, pressure
 from ops.collector import BoxCollector, GatewayScraper, ServiceCollector, sample_all
 from ops.history import Event, History, connect
@@ -44,6 +44,7 @@ LEAK_SERVICES = ("gateway", "engine")
 class OpsDaemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.version = running_version(settings.update.release_file)
         paths = settings.paths
         self.run_dir = paths.run_dir
         self.history = History(connect(paths.ops_database), settings.ops.history_hours * 3600)
@@ -175,7 +176,7 @@ class OpsDaemon:
         ops = self.settings.ops
         past = self.history.benchmarks(limit=10)
         trigger = ""
-        if ops.bench_on_upgrade and (not past or past[0]["version"] != __version__):
+        if ops.bench_on_upgrade and (not past or past[0]["version"] != self.version):
             trigger = "upgrade"
         elif ops.bench_every_s and now - self._last_bench >= ops.bench_every_s:
             trigger = "schedule"
@@ -212,7 +213,7 @@ class OpsDaemon:
     def _record_benchmark(self, trigger: str, now: float, past: list[dict[str, Any]],
                           result: dict[str, Any]) -> dict[str, Any]:
         regressed = benchmark.regression(result, past, self.settings.ops.bench_regression_pct)
-        self.history.add_benchmark(trigger, __version__, result, regressed, ts=now)
+        self.history.add_benchmark(trigger, self.version, result, regressed, ts=now)
         log.info("benchmark (%s): %s", trigger, benchmark.dumps(result))
         if regressed:
             self.history.add_event(Event(kind="regression", source="engine",

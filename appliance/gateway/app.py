@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import Depends, FastAPI
 
-from appliance import __version__
 from appliance.config import Settings
 from appliance.engine.client import EngineClient
 from appliance.gateway import errors
@@ -46,6 +45,7 @@ from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
+from appliance.update.release import running_version
 from selfheal.notify import keep_alive, ready
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,11 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
             task.cancel()
         store.db.close()
 
-    app = FastAPI(title="Edge AI appliance", version=__version__, lifespan=lifespan,
+    version = running_version(settings.update.release_file)
+    app = FastAPI(title="Edge AI appliance", version=version, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.state.version = version
     app.state.engine = client
     app.state.metrics = metrics
     app.state.drain = drain

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from appliance import __version__
 from appliance.router.drain import RETRY_AFTER_S
 
 router = APIRouter()
@@ -30,8 +29,8 @@ async def readyz(request: Request) -> Any:
                             headers={"Retry-After": str(RETRY_AFTER_S)})
     client = request.app.state.engine
     if client.ready:
-        return {"status": "ready", "version": __version__, "engine": client.info.model_dump(),
-                "load": _load(client)}
+        return {"status": "ready", "version": request.app.state.version,
+                "engine": client.info.model_dump(), "load": _load(client)}
     if not client.connected:
         reason = "the engine is not connected (starting, restarting or down)"
     else:
