@@ -89,6 +89,8 @@ def update_confirm(config: ConfigOption = None) -> None:
 @update_app.command("rollback")
 def update_rollback(reboot: Annotated[bool, typer.Option(
                         help="Reboot into the other slot at once.")] = False,
+                    as_json: Annotated[bool, typer.Option(
+                        "--json", help="Print the outcome as JSON (for Ansible).")] = False,
                     config: ConfigOption = None) -> None:
     """Boot the other slot next: for a release that passed its trial but misbehaves. An
     install that has not booted yet is cancelled instead."""
@@ -100,6 +102,9 @@ def update_rollback(reboot: Annotated[bool, typer.Option(
     except UpdateRefused as exc:
         raise fail(str(exc)) from None
     console.print(escape(done.message), highlight=False)
+    if as_json:
+        print(json.dumps({"slot": done.slot, "version": done.version,
+                          "reboot_needed": done.reboot_needed, "message": done.message}))
     if reboot and done.reboot_needed:
         subprocess.run(shlex.split(settings.update.reboot_command), check=False)
 

@@ -75,13 +75,13 @@ async def wait_ready(url: str, verify: ssl.SSLContext | bool, deadline_s: float,
     return False
 
 
-def _trial_failed(esp_entries: list[bootloader.Entry], pending: Pending) -> bool:
+def trial_failed(esp_entries: list[bootloader.Entry], pending: Pending) -> bool:
     """The pending slot was tried (or lost its entry); not merely waiting for a reboot."""
     trial = [e for e in esp_entries if e.slot == pending.slot]
     return not trial or all(e.state == "bad" or (e.tries_done or 0) > 0 for e in trial)
 
 
-def _rolled_back(settings: Settings, booted: str, pending: Pending) -> str:
+def settle_rollback(settings: Settings, booted: str, pending: Pending) -> str:
     up = settings.update
     current = running_entry(up.esp_dir, booted)
     if current is not None and current.counter is None and current.sort_key != PRIMARY:
@@ -104,10 +104,10 @@ def confirm_boot(settings: Settings) -> Confirmation:
     pending = read_pending(path)
     notes: list[str] = []
     if pending is not None and pending.slot != booted:
-        if not _trial_failed(bootloader.slot_entries(up.esp_dir, pending.slot), pending):
+        if not trial_failed(bootloader.slot_entries(up.esp_dir, pending.slot), pending):
             return Confirmation("waiting", booted, f"slot {pending.slot} ({pending.version}) "
                                 "is installed and boots on trial at the next reboot")
-        notes.append(_rolled_back(settings, booted, pending))
+        notes.append(settle_rollback(settings, booted, pending))
         pending = None
     entry = running_entry(up.esp_dir, booted)
     if entry is None or entry.counter is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from appliance.config import Settings
 from appliance.update import bootloader
 from appliance.update.bootloader import FALLBACK, PRIMARY
+from appliance.update.confirm import settle_rollback, trial_failed
 from appliance.update.errors import UpdateRefused
 from appliance.update.install import running_entry
 from appliance.update.release import read_release
@@ -38,6 +39,11 @@ def roll_back(settings: Settings) -> RolledBack:
     running_version = read_release(up.release_file).version
     running = running_entry(esp, booted)
     pending = read_pending(state_file(settings))
+    if pending is not None and pending.slot == target and trial_failed(
+            bootloader.slot_entries(esp, target), pending):
+        # the trial already failed and this boot fell back: settle it as confirm would
+        message = settle_rollback(settings, booted, pending)
+        return RolledBack(booted, running_version, False, message)
     if pending is not None and pending.slot == target:
         bootloader.remove_slot_entries(esp, target)
         bootloader.write_entry(esp, booted, bootloader.render_entry(

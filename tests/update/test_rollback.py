@@ -71,3 +71,16 @@ def test_a_spent_trial_needs_only_a_reboot(box: Box) -> None:
 def test_with_nothing_in_the_other_slot_there_is_nothing_to_roll_back_to(box: Box) -> None:
     with pytest.raises(UpdateRefused, match="no bootable entry"):
         roll_back(box.settings)
+
+
+def test_a_failed_trial_not_yet_settled_by_confirm_is_recorded_as_rolled_back(box: Box) -> None:
+    install_bundle(box.settings, box.make_bundle("0.2.0"))
+    assert box.boot().slot == "b"  # the trial, which never gets ready
+    assert box.boot().slot == "a"  # no tries left: back on a, before confirm has run
+
+    done = roll_back(box.settings)
+
+    assert (done.slot, done.reboot_needed) == ("a", False)
+    assert len(box.events("update_rolled_back")) == 1
+    assert not box.events("update_cancelled")
+    assert next(e for e in box.entries() if e.slot == "b").state == "bad"
