@@ -7,7 +7,7 @@ APPLIANCE := $(BIN)/appliance
 
 IMAGE_OUT ?= build/image
 
-.PHONY: help setup model run test debian-test-deps lint image image-deps image-verify image-lock image-boot-test bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly doctor lock clean
+.PHONY: help setup model run test debian-test-deps lint image image-deps image-verify image-lock image-boot-test image-fleet-test bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly doctor lock clean
 
 help:
 	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
@@ -22,6 +22,7 @@ help:
 	@echo "make image         OS image: disk.img, rootfs.ext4, signed update bundle, manifest (root)"
 	@echo "make image-verify  build the image twice and compare every output byte for byte"
 	@echo "make image-boot-test  boot the image in qemu; chat, MQTT and A/B update checks"
+	@echo "make image-fleet-test  upgrade.yml against the image in qemu (A/B rollout and rollback)"
 	@echo "make image-lock    re-resolve the image's Debian packages into image/packages.lock"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -109,7 +110,12 @@ image-lock: setup image-deps
 # Boots $(IMAGE_OUT)/disk.img (built when missing) and runs tests/image against it.
 image-boot-test: setup image-deps debian-test-deps
 	@[ -f $(IMAGE_OUT)/disk.img ] || $(MAKE) image
-	IMAGE_OUT=$(IMAGE_OUT) $(BIN)/pytest -m image tests/image -v
+	IMAGE_OUT=$(IMAGE_OUT) $(BIN)/pytest -m "image and not image_fleet" tests/image -v
+
+# Ansible's upgrade.yml against the image in qemu: slot bundles rolled out and rolled back.
+image-fleet-test: setup image-deps debian-test-deps
+	@[ -f $(IMAGE_OUT)/disk.img ] || $(MAKE) image
+	IMAGE_OUT=$(IMAGE_OUT) $(BIN)/pytest -m image_fleet tests/image -v
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache
