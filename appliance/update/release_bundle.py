@@ -16,7 +16,6 @@ host's own Python and checks the hashes again before it installs anything.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -28,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.update import signing
+from appliance.update.bundle import file_digest, write_bundle
 from appliance.update.errors import UpdateRefused
 from appliance.update.manifest import (
     MANIFEST,
@@ -104,22 +104,6 @@ def _check_member_name(name: str) -> None:
         raise UpdateRefused(f"unexpected member {name!r} in a release bundle")
 
 
-def _digest(path: Path) -> dict[str, Any]:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            sha.update(chunk)
-    return {"sha256": sha.hexdigest(), "size": path.stat().st_size}
-
-
-def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.type = size, mtime, 0o644, tarfile.REGTYPE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
 def build_release_bundle(wheelhouse: Path, version: str, key: Ed25519PrivateKey | Path,
                          out: Path, *, compatible: str = DEFAULT_COMPATIBLE,
                          min_version: str = "0", install: str = DEFAULT_NAME,
@@ -142,22 +126,13 @@ def build_release_bundle(wheelhouse: Path, version: str, key: Ed25519PrivateKey 
     manifest = ReleaseManifest(name=DEFAULT_NAME, version=version, compatible=compatible,
                                min_version=min_version, created=stamp, install=install,
                                no_deps=no_deps,
-                               payloads={name: _digest(path) for name, path in files.items()})
+                               payloads={name: file_digest(path).to_json()
+                                         for name, path in files.items()})
     private = key if isinstance(key, Ed25519PrivateKey) else signing.load_private_key(key)
     data = manifest.canonical()
     signature = signing.sign(data, private)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = out.with_name(f".{out.name}.tmp")
-    try:
-        with tarfile.open(scratch, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            tar.addfile(_member(MANIFEST, len(data), stamp), io.BytesIO(data))
-            tar.addfile(_member(SIGNATURE, len(signature), stamp), io.BytesIO(signature))
-            for name in sorted(files):
-                with files[name].open("rb") as payload:
-                    tar.addfile(_member(name, files[name].stat().st_size, stamp), payload)
-        os.replace(scratch, out)
-    finally:
-        scratch.unlink(missing_ok=True)
+    write_bundle(out, data, signature, files, stamp)
     return manifest
 
 

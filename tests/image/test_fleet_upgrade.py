@@ -10,60 +10,31 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from appliance.update.bundle import build_bundle
-from image.spec import load_spec
-from image.variants import BROKEN_GATEWAY, rootfs_variant
+from image.variants import BROKEN_GATEWAY
 from tests.image.conftest import Box
+from tests.image.test_update import (
+    BROKEN,
+    BUNDLE_ON_BOX,
+    GOOD,
+    SHORT_DEADLINE,
+    make_bundle,
+    wait_for_confirm,
+)
 
 # Each test reboots or installs a 2 GiB slot under emulation: minutes, not seconds.
 pytestmark = [pytest.mark.image, pytest.mark.image_fleet, pytest.mark.timeout(2400)]
 
-GOOD, BROKEN = "0.1.1", "0.1.2"
-BUNDLE_ON_BOX = "/data/update.bundle"  # the data partition has the room; the root slot not
-# The broken bundle's own deadline, so the rollback test waits minutes, not the default 300 s.
-SHORT_DEADLINE = {"/etc/systemd/system/appliance-update-confirm.service.d/deadline.conf":
-                  "[Service]\nEnvironment=APPLIANCE_UPDATE__HEALTH_DEADLINE_S=150\n"}
-
-
-def make_bundle(image_out: Path, tmp: Path, version: str, files: dict[str, str] | None = None,
-                key: Path | None = None) -> Path:
-    spec = load_spec()
-    rootfs = rootfs_variant(image_out / "rootfs.ext4", tmp / f"rootfs-{version}.ext4", version,
-                            spec.compatible, files)
-    out = tmp / f"appliance-{version}.bundle"
-    build_bundle(rootfs, image_out / "vmlinuz", image_out / "initrd.img", version,
-                 key or Path("build/keys/bundle-signing.key"), out,
-                 compatible=spec.compatible, level=3)
-    rootfs.unlink()
-    return out
-
-
-def install(box: Box, bundle: Path, *args: str) -> tuple[int, str]:
-    box.upload(bundle, BUNDLE_ON_BOX)
-    try:
-        result = box.appliance(f"update install {BUNDLE_ON_BOX} {' '.join(args)}", check=False,
-                               timeout=1800)
-    finally:
-        box.ssh(f"rm -f {BUNDLE_ON_BOX}", check=False)
-    return result.returncode, result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def bundles(image_out: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("bundles")
-    from appliance.update.signing import generate_keypair
-
-    stranger, _ = generate_keypair(tmp, "stranger")
     return {"good": make_bundle(image_out, tmp, GOOD),
-            "broken": make_bundle(image_out, tmp, BROKEN, {**BROKEN_GATEWAY, **SHORT_DEADLINE}),
-            "untrusted": make_bundle(image_out, tmp, "0.1.3", key=stranger)}
+            "broken": make_bundle(image_out, tmp, BROKEN, {**BROKEN_GATEWAY, **SHORT_DEADLINE})}
 
 
 def upgrade(box: Box, bundle: Path, version: str, folder: Path
@@ -104,18 +75,6 @@ def test_ansible_rolls_a_good_bundle_out_into_slot_b(
     assert [(row["host"], row["outcome"]) for row in summary["hosts"]] == [("box", "upgraded")]
     status = box.status()
     assert (status["booted_slot"], status["version"]) == ("b", GOOD)
-
-
-def wait_for_confirm(box: Box, timeout_s: float = 600) -> None:
-    """Until the boot's confirm unit has run (it waits for /readyz, bounded by its deadline)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = box.ssh("systemctl show -p ActiveState --value appliance-update-confirm",
-                        check=False).stdout.strip()
-        if state in ("active", "failed"):
-            return
-        time.sleep(5)
-    raise AssertionError("appliance-update-confirm did not finish")
 
 
 def test_the_new_slot_is_confirmed_once_healthy(box: Box) -> None:
