@@ -183,3 +183,4 @@ def box(image_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
             (image_out / "boot-test-journal.log").write_text(journal.stdout)
         vm.stop()
         (image_out / "boot-test-console.log").write_text(vm.console())
+        disk.unlink(missing_ok=True)  # gigabytes; the logs above are what a failure needs
