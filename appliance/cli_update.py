@@ -223,16 +223,21 @@ def update_release_verify(
         bundle: Annotated[Path, typer.Argument(help="The release bundle.")],
         keyring: Annotated[Path | None, typer.Option(
             help="Folder of trusted .pub keys (default: update.keyring_dir).")] = None,
+        running: Annotated[str | None, typer.Option(
+            help="The release the host runs now: refuse a bundle whose min_version is "
+                 "newer. Leave out for a host's first release.")] = None,
         config: ConfigOption = None) -> None:
-    """Check a release bundle's signature and every file's bytes; print its manifest."""
+    """Check a release bundle's signature, every file's bytes and that it may be installed
+    on a plain Debian host; print its manifest."""
     from appliance.update import signing
-    from appliance.update.release_bundle import verify_release_bundle
+    from appliance.update.release_bundle import check_installable, verify_release_bundle
 
     directory = keyring if keyring is not None else _settings(config).update.keyring_dir
     if not bundle.is_file():
         raise fail(f"{bundle}: no such file")
     try:
         manifest = verify_release_bundle(bundle, signing.load_keyring(Path(directory)))
+        check_installable(manifest, running)
     except UpdateRefused as exc:
         raise fail(str(exc)) from None
     typer.echo(json.dumps({key: value for key, value in manifest.to_json().items()

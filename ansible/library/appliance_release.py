@@ -209,7 +209,10 @@ def install(params: dict, prefix: Path, check: bool) -> dict:
                                "checked on the host")
         if verifier and Path(verifier).is_file():
             command = [verifier, "update", "release-verify", str(bundle)]
-            run([*command, "--keyring", params["keyring"]] if params["keyring"] else command)
+            if params["keyring"]:
+                command += ["--keyring", params["keyring"]]
+            running = link_target(prefix / "current")
+            run([*command, "--running", running] if running else command)
         shutil.rmtree(target, ignore_errors=True)  # a half-built earlier attempt
         target.mkdir(parents=True)
         extract_checked(tar, manifest, target)

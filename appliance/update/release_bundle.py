@@ -136,6 +136,20 @@ def build_release_bundle(wheelhouse: Path, version: str, key: Ed25519PrivateKey 
     return manifest
 
 
+def check_installable(manifest: ReleaseManifest, running: str | None,
+                      compatible: str = DEFAULT_COMPATIBLE) -> None:
+    """Refuse a release built for another kind of host, or one that needs a newer release
+    running first (``min_version``: a release that migrates data or settings once, on the
+    way). ``running`` is None on a host with no release yet, where any version may start."""
+    if manifest.compatible != compatible:
+        raise UpdateRefused(f"release {manifest.version} is for {manifest.compatible!r}, "
+                            f"this host runs {compatible!r} releases")
+    if running is not None and (parse_version(running, "running version")
+                                < parse_version(manifest.min_version, "min_version")):
+        raise UpdateRefused(f"release {manifest.version} needs {manifest.min_version} or newer "
+                            f"running first; this host runs {running}")
+
+
 def verify_release_bundle(path: Path, keyring: signing.Keyring) -> ReleaseManifest:
     """The signed manifest of ``path`` once the signature and every payload's bytes check
     out; UpdateRefused naming the first thing that does not."""
