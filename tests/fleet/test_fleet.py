@@ -219,3 +219,31 @@ def test_a_failing_release_is_rolled_back_on_the_canary_and_the_rollout_stops(
     assert "rollout STOPPED" in done.stdout
     assert {host.name: ready_version(fleet, host) for host in fleet.hosts} == {
         host.name: "0.1.1" for host in fleet.hosts}
+
+
+def test_a_key_the_controller_no_longer_lists_is_revoked_at_the_next_provisioning(
+        fleet: Fleet) -> None:
+    box1 = fleet.hosts[0]
+    keyring = box1.root / "etc" / "appliance" / "keyring"
+    trusted = sorted(path.name for path in keyring.glob("*.pub"))
+    (keyring / "retired.pub").write_text("a key rotated out of the controller's keyring\n")
+
+    done = playbook(fleet, "provision.yml", "--limit", box1.name)
+
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert sorted(path.name for path in keyring.glob("*.pub")) == trusted
+    assert recap(done.stdout)[box1.name]["changed"] == 1
+
+
+def test_a_misspelt_setting_is_refused_before_it_reaches_the_box(fleet: Fleet) -> None:
+    box1 = fleet.hosts[0]
+    settings = box1.root / "etc" / "appliance" / "appliance.toml"
+    before = settings.read_text()
+    typo = json.dumps({"appliance_settings": {"engine": {"max_concurent": 2}}})
+
+    done = playbook(fleet, "provision.yml", "--limit", box1.name, "-e", typo)
+
+    assert done.returncode != 0
+    assert "engine.max_concurent: unknown setting" in done.stdout
+    assert settings.read_text() == before
+    assert ready_version(fleet, box1) == "0.1.1"
