@@ -51,10 +51,11 @@ debian-test-deps:
 	command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-		else echo "install$$missing (apt-get) for the MQTT interop, dashboard and fleet tests"; fi; fi
+		else echo "install$$missing (apt-get) for the MQTT interop, dashboard, fleet and unit-file tests"; fi; fi
 
 test: model debian-test-deps
 	$(BIN)/pytest
