@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +124,9 @@ class Fleet:
         ssh.mkdir(parents=True, exist_ok=True)
         host.root.mkdir(parents=True, exist_ok=True)
         key = ssh / "ssh_host_ed25519_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
-                       check=True)
+        if not key.exists():  # kept across an outage, as a real host keeps its host key
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                           check=True)
         shutil.copyfile(f"{self.key}.pub", ssh / "authorized_keys")
         config = ssh / "sshd_config"
         config.write_text("\n".join([
@@ -209,6 +211,28 @@ class Fleet:
                 time.sleep(0.2)
             if not self.pids_in(host):
                 return
+
+    def sshd_pids(self, host: FleetHost) -> list[int]:
+        found = []
+        for pid in self.pids_in(host):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    found.append(pid)
+        return found
+
+    @contextlib.contextmanager
+    def ssh_outage(self, host: FleetHost) -> Iterator[None]:
+        """The box drops off the controller's network for the duration: sshd and every SSH
+        session end (the controller's connections break at once, new ones are refused), while
+        the appliance keeps running. sshd is back, listening, afterwards."""
+        for pid in self.sshd_pids(host):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            yield
+        finally:
+            self._start_sshd(host)
+            self._wait_for_ssh(host)
 
     def ssh(self, host: FleetHost, command: str, timeout_s: float = 60.0
             ) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,4 +248,36 @@ def test_a_misspelt_setting_is_refused_before_it_reaches_the_box(fleet: Fleet) -
     assert done.returncode != 0
     assert "engine.max_concurent: unknown setting" in done.stdout
     assert settings.read_text() == before
+    assert ready_version(fleet, box1) == "0.1.1"
+
+
+def test_a_box_that_drops_off_the_network_after_the_switch_is_rolled_back_when_it_returns(
+        fleet: Fleet) -> None:
+    box1 = fleet.hosts[0]
+    current = box1.root / "opt" / "appliance" / "current"
+    switched = threading.Event()
+
+    def cut_ssh_once_switched() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and os.readlink(current) != "releases/0.1.0":
+            time.sleep(0.1)
+        if os.readlink(current) == "releases/0.1.0":
+            switched.set()
+            with fleet.ssh_outage(box1):
+                time.sleep(20)
+
+    outage = threading.Thread(target=cut_ssh_once_switched, daemon=True)
+    outage.start()
+    # The operator takes the fleet back to 0.1.0; the canary goes away right after its switch.
+    done = playbook(fleet, "upgrade.yml", "-e", "appliance_target_version=0.1.0")
+    outage.join(timeout=60)
+
+    assert switched.is_set(), done.stdout[-6000:]
+    assert done.returncode != 0
+    summary = json.loads((fleet.folder / "rollout-summary.json").read_text())
+    outcomes = {row["host"]: row["outcome"] for row in summary["hosts"]}
+    assert outcomes == {"box1": "rolled_back", "box2": "not_reached", "box3": "not_reached"}
+    reasons = {row["host"]: row["reason"] for row in summary["hosts"]}
+    assert "became unreachable after the switch" in reasons["box1"]
+    assert os.readlink(current) == "releases/0.1.1"
     assert ready_version(fleet, box1) == "0.1.1"
