@@ -281,3 +281,20 @@ def test_a_box_that_drops_off_the_network_after_the_switch_is_rolled_back_when_i
     assert "became unreachable after the switch" in reasons["box1"]
     assert os.readlink(current) == "releases/0.1.1"
     assert ready_version(fleet, box1) == "0.1.1"
+
+
+def test_a_box_unreachable_before_the_rollout_is_skipped_and_the_others_go_on(
+        fleet: Fleet) -> None:
+    box1, box2 = fleet.hosts[:2]
+    running = ready_version(fleet, box1)
+
+    with fleet.ssh_outage(box2):
+        done = playbook(fleet, "upgrade.yml", "-e", f"appliance_target_version={running}")
+
+    summary = json.loads((fleet.folder / "rollout-summary.json").read_text())
+    rows = {row["host"]: row for row in summary["hosts"]}
+    assert {name: row["outcome"] for name, row in rows.items()} == {
+        "box1": "unchanged", "box2": "skipped", "box3": "unchanged"}, done.stdout[-6000:]
+    assert rows["box2"]["reason"] == "unreachable before the upgrade"
+    assert summary["stopped"] is False
+    assert ready_version(fleet, box2) == running
