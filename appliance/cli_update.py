@@ -91,6 +91,9 @@ def update_rollback(reboot: Annotated[bool, typer.Option(
                         help="Reboot into the other slot at once.")] = False,
                     as_json: Annotated[bool, typer.Option(
                         "--json", help="Print the outcome as JSON (for Ansible).")] = False,
+                    trial_only: Annotated[bool, typer.Option(
+                        help="Only roll back an unconfirmed trial boot (the image's "
+                             "crash-loop escalation hook).")] = False,
                     config: ConfigOption = None) -> None:
     """Boot the other slot next: for a release that passed its trial but misbehaves. An
     install that has not booted yet is cancelled instead."""
@@ -98,7 +101,7 @@ def update_rollback(reboot: Annotated[bool, typer.Option(
 
     settings = _settings(config)
     try:
-        done = roll_back(settings)
+        done = roll_back(settings, trial_only=trial_only)
     except UpdateRefused as exc:
         raise fail(str(exc)) from None
     console.print(escape(done.message), highlight=False)

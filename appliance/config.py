@@ -204,6 +204,10 @@ class OpsSettings(_Section):
         25.0, gt=0, description="A benchmark this much worse than the box's median is an event.")
     leak_rss_mb: float = Field(
         2048.0, gt=0, description="A service whose RSS trend crosses this is restarted gently.")
+    log_max_mb: float = Field(
+        20.0, gt=0, description="The appliance's own log files (<data_dir>/log/*.log) are "
+        "rotated past this size.")
+    log_keep: int = Field(5, ge=1, le=100, description="Rotated log files kept (gzipped).")
     test_leak_endpoint: bool = Field(
         False, description="TEST ONLY: POST /v1/ops/test/leak makes the gateway hold memory.")
 
@@ -251,6 +255,9 @@ class SupervisorSettings(_Section):
         120.0, gt=0, description="Window in which restarts count towards a crash loop.")
     escalation_hook: str = Field(
         "", description="Command run once when a service is declared failed (e.g. rollback).")
+    crash_loop_cooldown_s: float = Field(
+        600.0, ge=0, description="A service failed by a crash loop is started again after "
+        "this cool-down, with a fresh count (0: it stays down until an operator acts).")
     probe_interval_s: float = Field(2.0, gt=0, description="Liveness probe period.")
     probe_timeout_s: float = Field(3.0, gt=0, description="A probe slower than this failed.")
     probe_failures: int = Field(
@@ -297,6 +304,18 @@ class UpdateSettings(_Section):
         return value
 
 
+class TimeSettings(_Section):
+    """The box's clock: signed tokens, webhook signature windows and TLS all depend on it."""
+
+    ntp_servers: list[str] = Field(
+        default_factory=list, description="NTP servers the image's systemd-timesyncd asks "
+        "(empty: those DHCP hands out, then the fallback servers).")
+    fallback_ntp_servers: list[str] = Field(
+        default_factory=lambda: [f"{n}.debian.pool.ntp.org" for n in range(4)],
+        description="Asked only when neither ntp_servers nor DHCP name a server "
+        "(empty: none, the clock stays unsynchronised and doctor says so).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -315,6 +334,7 @@ class Settings(BaseSettings):
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
+    time: TimeSettings = Field(default_factory=TimeSettings)
 
     @classmethod
     def settings_customise_sources(

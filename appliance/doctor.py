@@ -16,6 +16,7 @@ from appliance.engine.loader import available_devices
 from appliance.models import registry
 from appliance.models.default import DefaultModelMissing, link_default_model
 from appliance.security.audit import audit
+from appliance.system.clock import clock_warning, read_clock
 
 
 @dataclass
@@ -119,6 +120,9 @@ def examine(loaded: LoadedSettings) -> Report:
     if kv_bytes > memory.available * 0.8:
         add(Finding("error", f"engine.kv_cache_gb={settings.engine.kv_cache_gb} does not fit in "
                              f"the {memory.available / 2**30:.1f} GiB of available memory"))
+    warning = clock_warning(read_clock(), settings.time)
+    if warning:
+        add(Finding("warning", warning))
     for finding in audit(settings):
         add(Finding(finding.level, finding.message))
     if not loaded.file_exists:

@@ -21,11 +21,25 @@ from pathlib import Path
 from rich.console import Console
 
 from image import disk, filesystems, rootfs
+from image.debcache import DebCache
+from image.lock import (
+    LockMode,
+    changes,
+    check_lock,
+    lock_mode,
+    plan,
+    read_lock,
+    show_changes,
+    write_lock,
+)
+from image.mirror import MirrorIndex
+from image.sbom import write_sbom
 from image.spec import KEYRING_DIR, BuildInputs, BuildState, ImageSpec, load_spec
 from image.wheelhouse import build_wheelhouse
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 OUTPUTS = ("disk.img", "rootfs.ext4", "vmlinuz", "initrd.img")
+SBOM = "sbom.cdx.json"
 
 
 @dataclass
@@ -85,8 +99,9 @@ def data_skeleton(work: Path, uid: int) -> Path:
 
 
 def build(inputs: BuildInputs, spec: ImageSpec | None = None,
-          stop_after_root: bool = False) -> dict[str, object]:
+          stop_after_root: bool = False, mode: LockMode | None = None) -> dict[str, object]:
     spec = spec or load_spec()
+    mode = mode or lock_mode()
     out, work = inputs.out_dir, inputs.out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     timings = Timings()
@@ -101,16 +116,37 @@ def build(inputs: BuildInputs, spec: ImageSpec | None = None,
                        compatible=spec.compatible, hostname=spec.hostname,
                        appliance_uid=spec.appliance_uid, wheelhouse=str(wheels),
                        esp_dir=str(esp), keyring=keyring_files(key),
-                       packages_out=str(work / "packages.txt"))
+                       packages_out=str(work / "packages.txt"),
+                       apt_sources=spec.mirrors, debs_out=str(work / "debs"))
     state_file = work / "state.json"
     state.save(state_file)
     root = work / "root"
-    with timings.step("root filesystem (mmdebstrap + appliance)"):
-        rootfs.build_root(spec, state, root, state_file, work / "mmdebstrap.log")
-        installed = [line for line in (work / "packages.txt").read_text().splitlines() if line]
-        rootfs.check_lock(installed)
-        for tree in (root, esp):
-            filesystems.clamp_times(tree, inputs.epoch)
+    cache = DebCache(inputs.deb_cache).open()
+    # The image's own sources.list is always spec.mirrors; these are where this build reads.
+    sources = [cache.source] if inputs.offline else [cache.source, *spec.mirrors]
+    if inputs.offline and mode == "adapt":
+        mode = "strict"  # nothing to re-resolve against without the mirror
+    with MirrorIndex(sources) as index:
+        with timings.step("package lock"):
+            locked = read_lock()
+            lock_plan = plan(locked, index, mode, spec.packages)
+            console.print(f"  packages ({mode}): {lock_plan.reason}")
+            for missing in lock_plan.stale:
+                console.print(f"  [yellow]{missing.describe()}[/yellow]")
+        with timings.step("root filesystem (mmdebstrap + appliance)"):
+            rootfs.build_root(spec, state, root, state_file, work / "mmdebstrap.log",
+                              lock_plan.pins or spec.packages, sources)
+            installed = [line for line in (work / "packages.txt").read_text().splitlines()
+                         if line]
+            added = cache.add(sorted((work / "debs").glob("*.deb")))
+            console.print(f"  package cache {cache.dir}: {added} new .deb files")
+            if lock_plan.refresh:
+                show_changes(changes(locked, installed, index))
+                write_lock(installed)
+            else:
+                check_lock(locked, installed)
+            for tree in (root, esp):
+                filesystems.clamp_times(tree, inputs.epoch)
     if stop_after_root:  # image-lock needs only the package list
         return {}
     with timings.step("filesystems and disk"):
@@ -135,18 +171,41 @@ def build(inputs: BuildInputs, spec: ImageSpec | None = None,
         os.environ["SOURCE_DATE_EPOCH"] = str(inputs.epoch)
         build_bundle(out / "rootfs.ext4", out / "vmlinuz", out / "initrd.img", inputs.version,
                      key, out / bundle_name, compatible=spec.compatible, created=inputs.epoch)
-    with timings.step("manifest"):
-        manifest = write_manifest(inputs, out, [*OUTPUTS, bundle_name], timings)
+    with timings.step("manifest and SBOM"):
+        packages = package_inventory(installed, cache, wheels)
+        write_sbom(out / SBOM, inputs, packages)
+        manifest = write_manifest(inputs, out, [*OUTPUTS, bundle_name, SBOM], timings,
+                                  packages)
     return manifest
 
 
-def write_manifest(inputs: BuildInputs, out: Path, names: list[str],
-                   timings: Timings) -> dict[str, object]:
+def package_inventory(installed: list[str], cache: DebCache, wheels: Path
+                      ) -> dict[str, list[dict[str, str]]]:
+    """Every Debian package and Python wheel inside the image, with its SHA-256."""
+    debs = []
+    for line in installed:
+        name, version = line.split("=", 1)
+        cached = cache.find(name, version)
+        if cached is None:
+            raise SystemExit(f"{name}={version} is installed but not in the package cache "
+                             f"{cache.dir}: its SHA-256 cannot be recorded")
+        debs.append({"name": name, "version": version, "arch": cached.arch,
+                     "sha256": cached.sha256})
+    python = []
+    for wheel in sorted(wheels.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        python.append({"name": name, "version": version, "file": wheel.name,
+                       "sha256": sha256(wheel)})
+    return {"debian": debs, "python": python}
+
+
+def write_manifest(inputs: BuildInputs, out: Path, names: list[str], timings: Timings,
+                   packages: dict[str, list[dict[str, str]]]) -> dict[str, object]:
     files = {name: {"sha256": sha256(out / name), "size": (out / name).stat().st_size}
              for name in names}
     manifest: dict[str, object] = {
         "version": inputs.version, "commit": inputs.commit,
-        "source_date_epoch": inputs.epoch, "files": files,
+        "source_date_epoch": inputs.epoch, "files": files, "packages": packages,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (out / "build-times.json").write_text(json.dumps(timings.steps, indent=2) + "\n")

@@ -168,6 +168,23 @@ def record_packages(root: Path, state: BuildState) -> None:
     Path(state.packages_out).write_text("".join(sorted(out.splitlines(keepends=True))))
 
 
+def collect_debs(root: Path, state: BuildState) -> None:
+    """Every .deb apt downloaded, for the build's package cache (image/debcache.py)."""
+    out = Path(state.debs_out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
+        shutil.copyfile(deb, out / deb.name)
+
+
+def use_image_sources(root: Path, state: BuildState) -> None:
+    """The box's apt sources are the image's mirrors: the build host's cache is not one."""
+    apt = root / "etc/apt"
+    (apt / "sources.list").write_text("".join(f"{line}\n" for line in state.apt_sources))
+    for extra in sorted((apt / "sources.list.d").glob("*")):
+        extra.unlink()
+
+
 def remove_volatile(root: Path) -> None:
     for relative in VOLATILE:
         path = root / relative
@@ -202,6 +219,8 @@ def customize(root: Path, state: BuildState) -> None:
     stage_esp(root, state)
     record_packages(root, state)
     compile_bytecode(root, state.epoch)
+    collect_debs(root, state)
+    use_image_sources(root, state)
     remove_volatile(root)
 
 

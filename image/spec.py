@@ -88,6 +88,8 @@ class BuildInputs:
     epoch: int
     out_dir: Path
     signing_key: Path
+    deb_cache: Path
+    offline: bool  # IMAGE_OFFLINE=1: the package cache is the only source (a lock it holds)
 
     @classmethod
     def from_env(cls, out_dir: Path | None = None) -> BuildInputs:
@@ -99,6 +101,8 @@ class BuildInputs:
             out_dir=(out_dir or Path(os.environ.get("IMAGE_OUT", REPO / "build" / "image"))),
             signing_key=Path(os.environ.get("IMAGE_SIGNING_KEY",
                                             REPO / "build" / "keys" / "bundle-signing.key")),
+            deb_cache=Path(os.environ.get("IMAGE_DEB_CACHE", REPO / "build" / "debs")).resolve(),
+            offline=os.environ.get("IMAGE_OFFLINE", "") not in ("", "0"),
         )
 
 
@@ -118,6 +122,8 @@ class BuildState(_Strict):
     esp_dir: str
     keyring: list[str]
     packages_out: str
+    apt_sources: list[str]  # the image's own /etc/apt/sources.list (no build-host cache)
+    debs_out: str           # where the hook leaves the downloaded .debs for the cache
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2))

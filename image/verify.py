@@ -20,7 +20,7 @@ from rich.console import Console
 from image.build import build
 from image.spec import BuildInputs
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def describe(path: Path) -> str:

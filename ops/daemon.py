@@ -28,6 +28,7 @@ from ops import benchmark, pressure
 from ops.collector import BoxCollector, GatewayScraper, ServiceCollector, sample_all
 from ops.history import Event, History, connect
 from ops.leaks import find_leak
+from ops.logrotate import rotate_all
 from selfheal.notify import notifier, ready
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,10 @@ class OpsDaemon:
         self._maybe_benchmark(values, now)
         if now - self._last_prune > PRUNE_EVERY_S:
             self.history.prune(now)
+            ops = self.settings.ops
+            for log_file in rotate_all(self.settings.paths.log_dir,
+                                       int(ops.log_max_mb * 2**20), ops.log_keep):
+                log.info("rotated %s (over %.0f MB)", log_file, ops.log_max_mb)
             self._last_prune = now
         return values
 

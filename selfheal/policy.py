@@ -46,3 +46,7 @@ class CrashLoop:
     def recent(self) -> int:
         return len(self._times)
 
+    def reset(self) -> None:
+        """After a cool-down the service gets a fresh count."""
+        self._times.clear()
+

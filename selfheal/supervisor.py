@@ -93,11 +93,12 @@ class Supervisor:
                  stop_timeout_s: float, *, crash_loop: tuple[int, float] = (5, 120.0),
                  probes: ProbeSettings | None = None, escalation_hook: str = "",
                  state_file: Path | None = None, control_dir: Path | None = None,
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None, cooldown_s: float = 0.0) -> None:
         self.children = [Child(spec, make_backoff(), CrashLoop(*crash_loop)) for spec in specs]
         self.stop_timeout_s = stop_timeout_s
         self.probes = probes or ProbeSettings()
         self.escalation_hook = escalation_hook
+        self.cooldown_s = cooldown_s
         self.state_file = state_file
         self.control_dir = control_dir
         self.on_event = on_event
@@ -174,7 +175,9 @@ class Supervisor:
             child.restarts += 1
             if child.crash_loop.record(time.monotonic()):
                 await self._fail(child, code, uptime)
-                return
+                if not await self._cool_down(child):
+                    return
+                continue
             delay = child.backoff.next_delay(uptime)
             reason = f"exited with {code} after {uptime:.1f} s; restarting in {delay:.1f} s"
             child.move(ProcessState.BACKOFF, reason)
@@ -230,6 +233,25 @@ class Supervisor:
         action = self._escalate(child, reason)
         self._event("crash_loop", child.spec.name, "critical", reason, action)
         self._save()
+
+    async def _cool_down(self, child: Child) -> bool:
+        """Wait out the cool-down of a failed child; True when it is to be started again.
+
+        A crash loop is often caused by something outside the box's control that passes (a
+        full disk being cleaned, a device coming back): staying down for good would need a
+        person on site."""
+        if self.cooldown_s <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.cooldown_s)
+        if self._stopping.is_set():
+            return False
+        child.crash_loop.reset()
+        child.backoff.failures = 0
+        reason = f"cool-down of {self.cooldown_s:.0f} s after a crash loop is over: starting again"
+        log.warning("%s: %s", child.spec.name, reason)
+        self._event("cooldown_retry", child.spec.name, "warning", reason, "started again")
+        return True
 
     def _escalate(self, child: Child, reason: str) -> str:
         if child.escalated or not self.escalation_hook:

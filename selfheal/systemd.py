@@ -103,8 +103,22 @@ class SystemdSelfheal:
             return False
 
 
-def escalate(unit: str, hook: str, on_event: EventSink) -> int:
-    """``OnFailure=``: the unit is in a crash loop; record it and run the hook, once."""
+def retry_command(unit: str, cooldown_s: float) -> list[str]:
+    """A transient timer that starts the unit again after the cool-down, with a fresh start
+    count (``reset-failed``), so a crash loop does not keep a box down for good."""
+    name = unit.removesuffix(".service")
+    return ["systemd-run", f"--unit={name}-retry", f"--on-active={max(1, round(cooldown_s))}s",
+            "--timer-property=AccuracySec=1s", "--timer-property=RemainAfterElapse=no",
+            "--property=CollectMode=inactive-or-failed",
+            f"--description=Edge AI appliance: start {unit} again after its crash-loop cool-down",
+            "/bin/sh", "-c", f"systemctl reset-failed {unit}; systemctl start {unit}"]
+
+
+def escalate(unit: str, hook: str, on_event: EventSink, cooldown_s: float = 0.0,
+             run: Runner = lambda argv: subprocess.run(argv, check=False,
+                                                       timeout=60).returncode) -> int:
+    """``OnFailure=``: the unit is in a crash loop; record it, run the hook once, and start
+    it again after the cool-down."""
     name = unit.removeprefix("appliance-").removesuffix(".service")
     reason = f"{unit} hit its start limit (crash loop); systemd stopped restarting it"
     action = "marked failed"
@@ -114,5 +128,9 @@ def escalate(unit: str, hook: str, on_event: EventSink) -> int:
                "APPLIANCE_FAILED_REASON": reason}
         code = subprocess.run(shlex.split(hook), env=env, check=False, timeout=60).returncode
         action = f"marked failed; escalation hook exit {code}"
+    if cooldown_s > 0:
+        retry = run(retry_command(unit, cooldown_s))
+        action += (f"; started again in {cooldown_s:.0f} s" if retry == 0
+                   else f"; could not schedule a retry (systemd-run exit {retry})")
     on_event("crash_loop", name, "critical", reason, action)
     return code

@@ -31,7 +31,10 @@ class RolledBack:
     message: str
 
 
-def roll_back(settings: Settings) -> RolledBack:
+def roll_back(settings: Settings, trial_only: bool = False) -> RolledBack:
+    """``trial_only`` (the image's crash-loop escalation): act only on an unconfirmed trial
+    boot, which then falls back at once instead of at the confirmation deadline; a confirmed
+    release is left alone (its crash loop is retried after the cool-down)."""
     up = settings.update
     esp = up.esp_dir
     booted = booted_slot(up.cmdline_file)
@@ -39,6 +42,11 @@ def roll_back(settings: Settings) -> RolledBack:
     running_version = read_release(up.release_file).version
     running = running_entry(esp, booted)
     pending = read_pending(state_file(settings))
+    on_trial = running is not None and running.counter is not None
+    if trial_only and not on_trial:
+        return RolledBack(booted, running_version, False,
+                          f"slot {booted} ({running_version}) is not on a trial boot: "
+                          "nothing rolled back")
     if pending is not None and pending.slot == target and trial_failed(
             bootloader.slot_entries(esp, target), pending):
         # the trial already failed and this boot fell back: settle it as confirm would
@@ -53,7 +61,7 @@ def roll_back(settings: Settings) -> RolledBack:
                    f"trial boot; slot {booted} ({running_version}) stays")
         record_event(settings, "update_cancelled", "warning", message)
         return RolledBack(booted, running_version, False, message)
-    if running is not None and running.counter is not None:
+    if running is not None and on_trial:
         if (running.tries_left or 0) > 0:
             raise UpdateRefused(f"slot {booted} is on trial with tries left "
                                 f"({running.file_name}); reboot until they are spent")

@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +30,44 @@ BOOT_TIMEOUT_S = float(os.environ.get("IMAGE_BOOT_TIMEOUT_S", 600))
 # Settings seeded for a box under software emulation, where everything runs ~15x slower than
 # on the hardware: one model step can keep the engine from answering a 3 s liveness probe,
 # and a self-benchmark of emulated hardware would measure nothing.
-EMULATION_SETTINGS = """
-[supervisor]
-probe_timeout_s = 20
+EMULATION_SETTINGS = {
+    "supervisor": """probe_timeout_s = 20
 probe_failures = 6
 # The first chat compiles the model's kernels: minutes under TCG, with the engine's GIL held.
 watchdog_s = 600
-
-[ops]
-bench_on_upgrade = false
+crash_loop_cooldown_s = 30
+""",
+    "ops": """bench_on_upgrade = false
 bench_every_s = 0
-"""
+""",
+    # The host end of qemu's user network: nothing answers NTP there, and no query leaves it.
+    "time": """ntp_servers = ["10.0.2.2"]
+fallback_ntp_servers = []
+""",
+}
+# The disk the box is flashed onto is larger than the image: /data grows into the rest.
+DISK_GROWTH_MIB = 2048
+
+
+def seeded_settings(defaults: str, extra: dict[str, str]) -> str:
+    """The image's default settings with the emulation's keys put in their tables (TOML allows
+    a table once); a key both give takes the emulation's value."""
+    lines = defaults.splitlines()
+    for table, body in extra.items():
+        keys = {line.split("=", 1)[0].strip() for line in body.splitlines() if "=" in line}
+        header = f"[{table}]"
+        if header not in lines:
+            lines += ["", header, *body.splitlines()]
+            continue
+        start = lines.index(header) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")),
+                   len(lines))
+        kept = [line for line in lines[start:end]
+                if "=" not in line or line.split("=", 1)[0].strip() not in keys]
+        lines[start:end] = [*body.splitlines(), *kept]
+    text = "\n".join(lines) + "\n"
+    tomllib.loads(text)  # a seed the box cannot read would fail its first boot, not this test
+    return text
 
 
 @dataclass
@@ -164,11 +192,13 @@ def box(image_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     key = workdir / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     disk = copy_disk(image_out / "disk.img", workdir / "disk.img")
+    with disk.open("r+b") as fh:
+        fh.truncate(disk.stat().st_size + DISK_GROWTH_MIB * 2**20)
     esp = next(p for p in partitions(load_spec()) if p.name == "esp")
     defaults = (OVERLAY_DIR / "usr/share/appliance/appliance.toml").read_text()
     seed_boot_partition(disk, esp.start_mib, {
         "authorized_keys": key.with_suffix(".pub").read_text(),
-        "appliance.toml": defaults + EMULATION_SETTINGS})
+        "appliance.toml": seeded_settings(defaults, EMULATION_SETTINGS)})
     vm = Vm(disk=disk, workdir=workdir).start()
     box = Box(vm=vm, ssh_key=key, workdir=workdir)
     try:

@@ -48,6 +48,29 @@ def test_a_child_that_exits_at_once_ends_in_a_crash_loop_with_one_escalation(
     assert [e[0] for e in events].count("restart") == 3
 
 
+def test_a_crash_looped_child_is_started_again_after_its_cool_down(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    events: list[tuple[str, ...]] = []
+    code = f"open({str(starts)!r}, 'a').write('x\\n'); raise SystemExit(3)"
+    supervisor = Supervisor([ChildSpec("flaky", python(code))], quick_backoff, 5,
+                            crash_loop=(3, 60), cooldown_s=1.5,
+                            on_event=lambda *e: events.append(e))
+    asyncio.run(run_for(supervisor, 5))
+    kinds = [e[0] for e in events]
+    assert kinds.count("crash_loop") >= 1 and "cooldown_retry" in kinds
+    # three starts made the crash loop; the cool-down gave it a fresh count and more starts
+    assert len(starts.read_text().split()) > 3
+
+
+def test_without_a_cool_down_a_crash_looped_child_stays_down(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    code = f"open({str(starts)!r}, 'a').write('x\\n'); raise SystemExit(3)"
+    supervisor = Supervisor([ChildSpec("flaky", python(code))], quick_backoff, 5,
+                            crash_loop=(3, 60), cooldown_s=0)
+    asyncio.run(run_for(supervisor, 3))
+    assert len(starts.read_text().split()) == 3
+
+
 def test_the_backoff_grows_between_restarts(tmp_path: Path) -> None:
     starts = tmp_path / "starts"
     code = f"import time; open({str(starts)!r}, 'a').write(str(time.monotonic()) + '\\n')"

@@ -79,6 +79,19 @@ def test_escalation_runs_the_hook_once_with_the_service_named(tmp_path: Path) ->
     assert events[0][0] == "crash_loop" and "hook exit 0" in events[0][4]
 
 
+def test_a_crash_looped_unit_is_started_again_by_a_timer_after_the_cool_down() -> None:
+    runs: list[list[str]] = []
+    events: list[tuple[str, ...]] = []
+    escalate("appliance-engine.service", "", lambda *e: events.append(e), cooldown_s=300,
+             run=lambda argv: runs.append(argv) or 0)
+    [command] = runs
+    assert command[0] == "systemd-run" and "--on-active=300s" in command
+    assert "--unit=appliance-engine-retry" in command
+    assert command[-1] == ("systemctl reset-failed appliance-engine.service; "
+                           "systemctl start appliance-engine.service")
+    assert "started again in 300 s" in events[0][4]
+
+
 def test_a_service_asks_systemd_for_the_watchdog_timeout_its_settings_give(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket

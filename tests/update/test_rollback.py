@@ -84,3 +84,26 @@ def test_a_failed_trial_not_yet_settled_by_confirm_is_recorded_as_rolled_back(bo
     assert len(box.events("update_rolled_back")) == 1
     assert not box.events("update_cancelled")
     assert next(e for e in box.entries() if e.slot == "b").state == "bad"
+
+
+def test_the_crash_loop_escalation_rolls_back_a_trial_boot_at_once(box: Box) -> None:
+    install_bundle(box.settings, box.make_bundle("0.2.0"))
+    box.boot()
+    box.set_release("0.2.0")
+
+    done = roll_back(box.settings, trial_only=True)
+
+    assert (done.slot, done.reboot_needed) == ("a", True)
+    assert box.boot().slot == "a"
+
+
+def test_the_crash_loop_escalation_leaves_a_confirmed_release_alone(box: Box, readyz: Readyz
+                                                                   ) -> None:
+    confirmed_on_b(box)
+
+    done = roll_back(box.settings, trial_only=True)
+
+    assert (done.slot, done.reboot_needed) == ("b", False)
+    assert "not on a trial boot" in done.message
+    assert box.next_boot().file_name == "appliance-b.conf"
+    assert box.events("update_rolled_back") == []
