@@ -24,6 +24,7 @@ from image import disk, filesystems, rootfs
 from image.debcache import DebCache
 from image.lock import (
     LockMode,
+    LockPlan,
     changes,
     check_lock,
     lock_mode,
@@ -90,7 +91,8 @@ def data_skeleton(work: Path, uid: int) -> Path:
     skel = work / "data"
     shutil.rmtree(skel, ignore_errors=True)
     for relative, mode, owner in (("appliance", 0o750, uid), ("etc/appliance", 0o755, 0),
-                                  ("ssh", 0o700, 0), ("ssh/authorized_keys", 0o700, 0)):
+                                  ("ssh", 0o700, 0), ("ssh/authorized_keys", 0o700, 0),
+                                  ("journal", 0o2755, 0)):
         path = skel / relative
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(mode)
@@ -98,53 +100,70 @@ def data_skeleton(work: Path, uid: int) -> Path:
     return skel
 
 
+def package_sources(inputs: BuildInputs, spec: ImageSpec, cache: DebCache) -> list[str]:
+    """Where this build reads packages: the cache first, then the mirror (the image's own
+    sources.list is always spec.mirrors)."""
+    return [cache.source] if inputs.offline else [cache.source, *spec.mirrors]
+
+
+def plan_packages(index: MirrorIndex, spec: ImageSpec, mode: LockMode) -> LockPlan:
+    locked = read_lock()
+    lock_plan = plan(locked, index, mode, spec.packages)
+    console.print(f"  packages ({mode}): {lock_plan.reason}")
+    for missing in lock_plan.stale:
+        console.print(f"  [yellow]{missing.describe()}[/yellow]", highlight=False)
+    return lock_plan
+
+
+def build_root_tree(spec: ImageSpec, state: BuildState, work: Path, lock_plan: LockPlan,
+                    index: MirrorIndex, cache: DebCache, sources: list[str]) -> list[str]:
+    """mmdebstrap and the appliance; the .debs into the cache; the lock checked or
+    rewritten. Returns the installed name=version list."""
+    state_file = work / "state.json"
+    state.save(state_file)
+    rootfs.build_root(spec, state, work / "root", state_file, work / "mmdebstrap.log",
+                      lock_plan.pins or spec.packages, sources)
+    installed = [line for line in (work / "packages.txt").read_text().splitlines() if line]
+    added = cache.add(sorted((work / "debs").glob("*.deb")))
+    console.print(f"  package cache {cache.dir}: {added} new .deb files")
+    if lock_plan.refresh:
+        show_changes(changes(read_lock(), installed, index))
+        write_lock(installed)
+    else:
+        check_lock(lock_plan.pins, installed)
+    return installed
+
+
 def build(inputs: BuildInputs, spec: ImageSpec | None = None,
           stop_after_root: bool = False, mode: LockMode | None = None) -> dict[str, object]:
     spec = spec or load_spec()
     mode = mode or lock_mode()
+    if inputs.offline and mode == "adapt":
+        mode = "strict"  # nothing to re-resolve against without the mirror
     out, work = inputs.out_dir, inputs.out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     timings = Timings()
     console.print(f"building the appliance image {inputs.version} ({inputs.commit[:12]}, "
                   f"SOURCE_DATE_EPOCH={inputs.epoch}) into {out}")
     key = signing_key(inputs)
-    with timings.step("wheelhouse"):
-        wheels = build_wheelhouse(work / "wheelhouse", inputs.epoch)
-    esp = work / "esp"
-    shutil.rmtree(esp, ignore_errors=True)
-    state = BuildState(version=inputs.version, commit=inputs.commit, epoch=inputs.epoch,
-                       compatible=spec.compatible, hostname=spec.hostname,
-                       appliance_uid=spec.appliance_uid, wheelhouse=str(wheels),
-                       esp_dir=str(esp), keyring=keyring_files(key),
-                       packages_out=str(work / "packages.txt"),
-                       apt_sources=spec.mirrors, debs_out=str(work / "debs"))
-    state_file = work / "state.json"
-    state.save(state_file)
-    root = work / "root"
     cache = DebCache(inputs.deb_cache).open()
-    # The image's own sources.list is always spec.mirrors; these are where this build reads.
-    sources = [cache.source] if inputs.offline else [cache.source, *spec.mirrors]
-    if inputs.offline and mode == "adapt":
-        mode = "strict"  # nothing to re-resolve against without the mirror
+    sources = package_sources(inputs, spec, cache)
     with MirrorIndex(sources) as index:
-        with timings.step("package lock"):
-            locked = read_lock()
-            lock_plan = plan(locked, index, mode, spec.packages)
-            console.print(f"  packages ({mode}): {lock_plan.reason}")
-            for missing in lock_plan.stale:
-                console.print(f"  [yellow]{missing.describe()}[/yellow]")
+        with timings.step("package lock"):  # first: a strict build stops before any work
+            lock_plan = plan_packages(index, spec, mode)
+        with timings.step("wheelhouse"):
+            wheels = build_wheelhouse(work / "wheelhouse", inputs.epoch)
+        esp = work / "esp"
+        shutil.rmtree(esp, ignore_errors=True)
+        state = BuildState(version=inputs.version, commit=inputs.commit, epoch=inputs.epoch,
+                           compatible=spec.compatible, hostname=spec.hostname,
+                           appliance_uid=spec.appliance_uid, wheelhouse=str(wheels),
+                           esp_dir=str(esp), keyring=keyring_files(key),
+                           packages_out=str(work / "packages.txt"),
+                           apt_sources=spec.mirrors, debs_out=str(work / "debs"))
+        root = work / "root"
         with timings.step("root filesystem (mmdebstrap + appliance)"):
-            rootfs.build_root(spec, state, root, state_file, work / "mmdebstrap.log",
-                              lock_plan.pins or spec.packages, sources)
-            installed = [line for line in (work / "packages.txt").read_text().splitlines()
-                         if line]
-            added = cache.add(sorted((work / "debs").glob("*.deb")))
-            console.print(f"  package cache {cache.dir}: {added} new .deb files")
-            if lock_plan.refresh:
-                show_changes(changes(locked, installed, index))
-                write_lock(installed)
-            else:
-                check_lock(locked, installed)
+            installed = build_root_tree(spec, state, work, lock_plan, index, cache, sources)
             for tree in (root, esp):
                 filesystems.clamp_times(tree, inputs.epoch)
     if stop_after_root:  # image-lock needs only the package list

@@ -185,6 +185,15 @@ def use_image_sources(root: Path, state: BuildState) -> None:
         extra.unlink()
 
 
+def journal_on_data(root: Path) -> None:
+    """The persistent journal lives on the data partition: it has the room (the root slot is
+    nearly full by design) and it survives an update, whose rollback it may need to explain."""
+    journal = root / "var/log/journal"
+    if journal.is_dir() and not journal.is_symlink():
+        shutil.rmtree(journal)
+    journal.symlink_to("/data/journal")
+
+
 def remove_volatile(root: Path) -> None:
     for relative in VOLATILE:
         path = root / relative
@@ -222,6 +231,7 @@ def customize(root: Path, state: BuildState) -> None:
     collect_debs(root, state)
     use_image_sources(root, state)
     remove_volatile(root)
+    journal_on_data(root)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Literal, cast, get_args
 
 from rich.console import Console
 
-from image.mirror import MirrorIndex, Missing
+from image.mirror import MirrorIndex, Missing, best_offer
 from image.spec import LOCK_FILE, REPO
 
 console = Console(stderr=True, soft_wrap=True)
@@ -139,7 +139,7 @@ def changes(old: list[str], new: list[str], index: MirrorIndex | None = None) ->
     out = []
     for name in moved:
         version = after.get(name)
-        origin = next((o for o in offers.get(name, []) if o.version == version), None)
+        origin = best_offer(offers.get(name, []), version) if version else None
         out.append(Change(name, before.get(name), version, bool(origin and origin.security)))
     return out
 

@@ -49,6 +49,13 @@ def with_keyring(line: str) -> str:
     return f"{kind} [signed-by={KEYRING}] {rest}"
 
 
+def best_offer(offers: list[Offer], version: str) -> Offer | None:
+    """The offer of this version to report: a security archive's when one has it (the cache
+    holds the same file, but only the archive says why it was published)."""
+    same = [o for o in offers if o.version == version]
+    return next((o for o in same if o.security), same[0] if same else None)
+
+
 class MirrorIndex:
     def __init__(self, sources: list[str], arch: str = "amd64") -> None:
         self.sources = sources
@@ -98,11 +105,9 @@ class MirrorIndex:
         for name, version in sorted(pins.items()):
             have = offers.get(name, [])
             if not any(o.version == version for o in have):
-                gone.append(Missing(name, version, have[0] if have else None))
+                gone.append(Missing(name, version, best_offer(have, have[0].version)
+                                    if have else None))
         return gone
-
-    def origin(self, name: str, version: str) -> Offer | None:
-        return next((o for o in self.offers([name])[name] if o.version == version), None)
 
     def close(self) -> None:
         self._tmp.cleanup()

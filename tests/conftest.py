@@ -24,6 +24,7 @@ import pytest
 
 from appliance.config import load
 from appliance.engine.loader import prepare_model
+from tests.leakcheck import _suite_temp, pytest_configure, pytest_sessionfinish  # noqa: F401
 
 MODEL = "smollm2-135m-instruct"
 READY_TIMEOUT_S = 180

@@ -12,6 +12,7 @@ appliance) lives in its namespace and is killed by namespace when the fleet is t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,8 @@ from pathlib import Path
 import yaml
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from tests.leakcheck import register_link, register_netns
 
 SSHD = Path("/usr/sbin/sshd")
 SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
@@ -92,7 +95,12 @@ class Fleet:
         self._write_inventory()
 
     def down(self) -> None:
+        """Everything the fleet started goes, the boxes the playbooks started included: first
+        through the box's own service command (a clean stop), then by the recorded process
+        group, then whatever is left in the namespace; then the namespace and its link."""
         for host in self.hosts:
+            with contextlib.suppress(Exception):
+                self.stop_appliance(host)
             self.kill_processes(host)
             if host.netns in netns.listnetns():
                 netns.remove(host.netns)
@@ -103,6 +111,8 @@ class Fleet:
 
     # -- pieces ----------------------------------------------------------------------
     def _make_link(self, host: FleetHost) -> None:
+        register_netns(host.netns)
+        register_link(host.veth)
         netns.create(host.netns)
         peer = f"{host.veth}p"
         with IPRoute() as ipr:
@@ -183,6 +193,24 @@ class Fleet:
             "children": {"region_test": {"children": branches}}}}}}
         self.inventory.parent.mkdir(parents=True, exist_ok=True)
         self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+    def stop_appliance(self, host: FleetHost, timeout_s: float = 30.0) -> None:
+        """``appliance service stop`` of the release the box runs, inside its namespace, then
+        SIGKILL to the process group its pidfile names (a stop that did not finish)."""
+        cli = host.root / "opt/appliance/current/venv/bin/appliance"
+        config = host.root / "etc/appliance/appliance.toml"
+        pidfile = host.root / "var/lib/appliance/run/appliance.pid"
+        pid = None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = int(json.loads(pidfile.read_text())["pid"])
+        if cli.exists() and config.exists():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", str(cli),
+                                "service", "stop", "--config", str(config)],
+                               capture_output=True, timeout=timeout_s, check=False)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # `service start` makes it a session leader
 
     # -- helpers for tests -----------------------------------------------------------
     def pids_in(self, host: FleetHost) -> list[int]:

@@ -26,6 +26,8 @@ import pytest
 import yaml
 from pyroute2 import IPRoute
 
+from tests.leakcheck import register_netns
+
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "ansible" / "library"
 ANSIBLE = Path(sys.executable).with_name("ansible")
@@ -47,6 +49,7 @@ def ip(*args: str) -> subprocess.CompletedProcess[str]:
 def netns() -> Iterator[str]:
     """A fresh namespace with a veth pair v0/v1; v0 is the box's link, v1 its neighbour."""
     name = f"nmt-{uuid.uuid4().hex[:10]}"
+    register_netns(name)
     assert ip("netns", "add", name).returncode == 0
     try:
         for args in (
