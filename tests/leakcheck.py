@@ -61,8 +61,11 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def leftover_processes(base: Path) -> list[Leftover]:
-    mine, marker = _ancestors(), str(base)
+def processes_pointing_into(folder: Path) -> list[Leftover]:
+    """Processes (not this one or its ancestors) whose command line, working directory or
+    environment names ``folder``: what a test started there and did not stop."""
+    # "/tmp/pytest-1/" and not "/tmp/pytest-1": a neighbour run's pytest-10 is not ours.
+    mine, marker = _ancestors(), f"{str(folder).rstrip('/')}/"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in mine:
@@ -72,7 +75,7 @@ def leftover_processes(base: Path) -> list[Leftover]:
             continue
         with contextlib.suppress(OSError):
             cwd = os.readlink(entry / "cwd")
-            if cwd.startswith(marker):
+            if f"{cwd}/".startswith(marker):
                 found.append(Leftover("process", entry.name, f"{command[:200]} (cwd {cwd})"))
                 continue
         if marker in command:
@@ -81,6 +84,27 @@ def leftover_processes(base: Path) -> list[Leftover]:
             found.append(Leftover("process", entry.name,
                                   f"{command[:200]} (environment points into {marker})"))
     return found
+
+
+def leftover_processes(base: Path) -> list[Leftover]:
+    return processes_pointing_into(base)
+
+
+def stop_processes(processes: list[Leftover], grace_s: float = 2.0) -> None:
+    """SIGTERM, a grace period, then SIGKILL for whatever is still there."""
+    pids = [int(item.name) for item in processes if item.kind == "process"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                alive.append(pid)
+        if not alive:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in alive):
+            time.sleep(0.1)
+        pids = alive
 
 
 def leftover_network() -> list[Leftover]:
@@ -97,12 +121,7 @@ def leftover_network() -> list[Leftover]:
 def remove(leftovers: list[Leftover]) -> None:
     from pyroute2 import IPRoute, netns
 
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for item in leftovers:
-            if item.kind == "process":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(item.name), sig)
-        time.sleep(2)
+    stop_processes(leftovers)
     for item in leftovers:
         with contextlib.suppress(Exception):
             if item.kind == "netns":
@@ -120,7 +139,15 @@ def _suite_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     # A run stopped with SIGTERM (a CI timeout, `kill`) tears its fixtures down as Ctrl-C does.
+    # Only in pytest itself: a child forked from it (pyroute2's netns helpers, multiprocessing)
+    # inherits the handler and, raising there, would run a copy of the fixtures' teardown.
+    suite = os.getpid()
+
     def interrupt(signum: int, frame: object) -> None:
+        if os.getpid() != suite:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt(f"signal {signum}")
 
     if hasattr(config, "workerinput"):

@@ -1,6 +1,7 @@
 """The suite's finish check (tests/leakcheck.py), shown on a small suite run in a subprocess:
 a test that leaves a process or a network namespace behind fails the run, by name, and what it
-left is removed; a suite that cleans up passes."""
+left is removed; a suite that cleans up passes; SIGTERM stops pytest as Ctrl-C does (fixtures
+torn down) but a child forked from it simply ends."""
 
 from __future__ import annotations
 
@@ -34,6 +35,27 @@ def test_stops_what_it_started(tmp_path):
     child.kill()
     child.wait()
 '''
+
+FORKS = """
+import os, signal, time
+import pytest
+
+@pytest.fixture
+def torn_down(tmp_path):
+    yield
+    (tmp_path / f"teardown-{os.getpid()}").touch()
+
+def test_a_forked_child_ends_on_sigterm(torn_down, tmp_path):
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    time.sleep(0.5)
+    os.kill(child, signal.SIGTERM)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert not list(tmp_path.glob("teardown-*"))
+"""
 
 
 def run_suite(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
@@ -76,3 +98,10 @@ def test_a_run_that_cleans_up_passes(tmp_path: Path) -> None:
     done = run_suite(tmp_path, TIDY)
     assert done.returncode == 0, done.stdout
     assert "left these behind" not in done.stdout
+
+
+def test_sigterm_ends_a_child_forked_from_the_suite_without_running_its_teardown(
+        tmp_path: Path) -> None:
+    done = run_suite(tmp_path, FORKS)
+    assert done.returncode == 0, done.stdout
+    assert "1 passed" in done.stdout

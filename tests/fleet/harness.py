@@ -28,7 +28,7 @@ import yaml
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from tests.leakcheck import register_link, register_netns
+from tests.leakcheck import processes_pointing_into, register_link, register_netns, stop_processes
 
 SSHD = Path("/usr/sbin/sshd")
 SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
@@ -108,6 +108,9 @@ class Fleet:
                 if ipr.link_lookup(ifname=host.veth):
                     with contextlib.suppress(NetlinkError):
                         ipr.link("del", ifname=host.veth)
+        # The controller side: playbook workers and SSH control masters (ControlPersist)
+        # name this fleet's key and inventory, and outlive a playbook that was interrupted.
+        stop_processes(processes_pointing_into(self.folder))
 
     # -- pieces ----------------------------------------------------------------------
     def _make_link(self, host: FleetHost) -> None:

@@ -11,10 +11,12 @@ reboots under the playbook when its trial boot fails.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -140,9 +142,17 @@ def playbook(fleet: Fleet, name: str, *extra: str, timeout_s: float = 900
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
            "APPLIANCE_ROLLOUT_REPORT": str(fleet.folder / "rollout-summary.json"),
            "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    done = subprocess.run([BIN / "ansible-playbook", "-i", str(fleet.inventory), name, *extra],
-                          cwd=ANSIBLE, env=env, capture_output=True, text=True,
-                          timeout=timeout_s, check=False)
+    # Its own process group, so an interrupted test takes the playbook's workers with it.
+    with subprocess.Popen([BIN / "ansible-playbook", "-i", str(fleet.inventory), name, *extra],
+                          cwd=ANSIBLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as running:
+        try:
+            stdout, stderr = running.communicate(timeout=timeout_s)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.pid, signal.SIGKILL)
+            raise
+    done = subprocess.CompletedProcess(running.args, running.returncode, stdout, stderr)
     (fleet.folder / f"{name}.log").write_text(done.stdout + done.stderr)
     return done
 
@@ -278,7 +288,9 @@ def test_a_box_that_drops_off_the_network_after_the_switch_is_rolled_back_when_i
     outcomes = {row["host"]: row["outcome"] for row in summary["hosts"]}
     assert outcomes == {"box1": "rolled_back", "box2": "not_reached", "box3": "not_reached"}
     reasons = {row["host"]: row["reason"] for row in summary["hosts"]}
-    assert "became unreachable after the switch" in reasons["box1"]
+    # The link flips inside the switch task: the cut can land before that task's result has
+    # come back over SSH, and then the playbook rightly says "while switching".
+    assert re.search(r"became unreachable (after the switch|while switching)", reasons["box1"])
     assert os.readlink(current) == "releases/0.1.1"
     assert ready_version(fleet, box1) == "0.1.1"
 
