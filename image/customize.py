@@ -187,11 +187,17 @@ def use_image_sources(root: Path, state: BuildState) -> None:
 
 def journal_on_data(root: Path) -> None:
     """The persistent journal lives on the data partition: it has the room (the root slot is
-    nearly full by design) and it survives an update, whose rollback it may need to explain."""
+    nearly full by design) and it survives an update, whose rollback it may need to explain.
+    It is bind-mounted there (etc/fstab), not linked: systemd-journal-flush waits for the
+    mounts under /var/log/journal, and a link to a folder not mounted yet left the journal
+    in memory."""
     journal = root / "var/log/journal"
-    if journal.is_dir() and not journal.is_symlink():
+    if journal.is_symlink() or journal.is_file():
+        journal.unlink()
+    elif journal.is_dir():
         shutil.rmtree(journal)
-    journal.symlink_to("/data/journal")
+    journal.mkdir(parents=True)
+    journal.chmod(0o2755)  # an empty mount point
 
 
 def remove_volatile(root: Path) -> None:
