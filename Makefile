@@ -18,7 +18,7 @@ help:
 	@echo "make bench-anomaly  anomaly detector precision/recall on simulated days with faults"
 	@echo "make bench-ov-settings  decode speed under OpenVINO setting variants"
 	@echo "make doctor        devices, device choice, models, cache, configuration risks"
-	@echo "make lint          ruff"
+	@echo "make lint          ruff, mypy (the package), ansible-lint"
 	@echo "make image         OS image: disk.img, rootfs.ext4, signed update bundle, manifest (root)"
 	@echo "make image-verify  build the image twice and compare every output byte for byte"
 	@echo "make image-boot-test  boot the image in qemu; chat, MQTT and A/B update checks"
@@ -62,6 +62,7 @@ test: model debian-test-deps
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	cd ansible && ../$(BIN)/ansible-lint --offline --profile production
 
 doctor: setup

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from appliance.rundir import RunDir
+
 ENV_PREFIX = "APPLIANCE_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "APPLIANCE_CONFIG"
@@ -108,7 +110,7 @@ class EngineSettings(_Section):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        from appliance.engine.devices import normalise_device_setting
+        from appliance.devices import normalise_device_setting
 
         return normalise_device_setting(value)
 
@@ -155,6 +157,11 @@ class PathsSettings(_Section):
         return self.data_dir / "run"
 
     @property
+    def run(self) -> RunDir:
+        """The files in :attr:`run_dir` that the processes leave for each other."""
+        return RunDir(self.run_dir)
+
+    @property
     def log_dir(self) -> Path:
         """Logs of processes that have no journal (``appliance service`` on a plain host)."""
         return self.data_dir / "log"
@@ -165,7 +172,7 @@ class PathsSettings(_Section):
 
     @property
     def engine_socket(self) -> Path:
-        return self.run_dir / "engine.sock"
+        return self.run.engine_socket
 
     @property
     def ops_database(self) -> Path:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import psutil
 
 from appliance.config import LoadedSettings
-from appliance.engine.devices import plan_devices
+from appliance.devices import plan_devices
 from appliance.engine.loader import available_devices
 from appliance.models import registry
 from appliance.models.default import DefaultModelMissing, link_default_model

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from appliance.config import Settings
 from appliance.engine.loader import build_pipeline, prepare_model
+from appliance.rundir import RunDir
 
 STREAM_COUNTS = (1, 4, 8)
 PROMPTS = [
@@ -127,7 +128,7 @@ async def _http_stream(client: httpx.AsyncClient, base: str, model: str, prompt:
 
 
 async def _probe(base: str, stop: asyncio.Event) -> list[float]:
-    latencies = []
+    latencies: list[float] = []
     async with httpx.AsyncClient(timeout=10) as client:
         while not stop.is_set() and len(latencies) < 20_000:
             started = time.perf_counter()
@@ -183,7 +184,7 @@ def _start_appliance(settings: Settings, data_dir: Path, port: int) -> subproces
 
 def start_times(settings: Settings) -> dict[str, float]:
     """Conversion and load times from an empty data directory, then again warm."""
-    from appliance.engine.devices import plan_devices
+    from appliance.devices import plan_devices
     from appliance.engine.loader import available_devices
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -211,7 +212,7 @@ def run(settings: Settings, tokens: int, out: Path, console: Console,
     """Direct and HTTP runs interleaved round by round, so drift hits both alike."""
     out.parent.mkdir(parents=True, exist_ok=True)
     entry, _ = prepare_model(settings)
-    from appliance.engine.devices import plan_devices
+    from appliance.devices import plan_devices
     from appliance.engine.loader import available_devices
 
     candidate = plan_devices(available_devices(), settings.engine.device, entry.traits()).chosen
@@ -232,7 +233,7 @@ def run(settings: Settings, tokens: int, out: Path, console: Console,
         port = _free_port()
         private = Path(tempfile.mkdtemp(prefix="bench-appliance-"))
         appliance = _start_appliance(settings, private, port)
-        engine = psutil.Process(int((private / "run" / "engine.pid").read_text()))
+        engine = psutil.Process(int(RunDir(private / "run").pidfile("engine").read_text()))
         peak_engine_rss = 0
         base = f"http://127.0.0.1:{port}"
         try:
@@ -271,7 +272,7 @@ def run(settings: Settings, tokens: int, out: Path, console: Console,
         for h, d in zip(samples[("http", n)], samples[("direct", n)], strict=True)), 3)
         for n in STREAM_COUNTS}
     single = by[("direct", 1)].decode_tok_s_per_stream
-    result = {
+    summary: dict[str, Any] = {
         "model": entry.id,
         "device": candidate.device,
         "tokens_per_stream": tokens,
@@ -296,9 +297,9 @@ def run(settings: Settings, tokens: int, out: Path, console: Console,
             "healthz_p99_under_50ms_at_8": health[8]["p99_ms"] < 50,
         },
     }
-    out.write_text(json.dumps(result, indent=2))
-    _report(result, out, console)
-    return result
+    out.write_text(json.dumps(summary, indent=2))
+    _report(summary, out, console)
+    return summary
 
 
 def _report(result: dict[str, Any], out: Path, console: Console) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +144,7 @@ def pipeline_latency(port: int, http_base: str, count: int) -> dict[str, float]:
         device.publish(f"appliance/v1/req/{device_id}",
                        json.dumps({"id": message_id, "text": "/help"}), qos=1)
         with arrived:
-            arrived.wait_for(lambda key=message_id: key in replies, timeout=10)
+            arrived.wait_for(partial(operator.contains, replies, message_id), timeout=10)
         if message_id in replies:
             latencies.append(replies[message_id] - sent)
     device.disconnect()

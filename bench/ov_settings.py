@@ -157,7 +157,7 @@ def run(settings: Settings, tokens: int, rounds: int, out: Path, console: Consol
                 del pipeline
                 progress.advance(task)
     baseline = {k: statistics.median(v) for k, v in results[VARIANTS[0].name].items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant in variants:
         if variant.name in errors:
             rows.append({"variant": variant.name, "properties": variant.properties,

@@ -28,8 +28,8 @@ Persisted with joblib together with a :class:`ModelVersion`; a file whose versio
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ import sklearn
 from sklearn.ensemble import IsolationForest
 from sklearn.tree import DecisionTreeRegressor
 
+from appliance.files import write_atomic
 from ops.features import STALL, Windows, feature_names
 
 log = logging.getLogger(__name__)
@@ -181,10 +182,9 @@ class AnomalyModel:
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write atomically (a reader never sees half a model)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_suffix(path.suffix + ".tmp")
-        joblib.dump({"version": self.version, "state": self.__dict__}, scratch)
-        os.replace(scratch, path)
+        buffer = io.BytesIO()
+        joblib.dump({"version": self.version, "state": self.__dict__}, buffer)
+        write_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> AnomalyModel | None:

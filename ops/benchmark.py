@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -60,7 +60,7 @@ def _has_text(line: str) -> bool:
     return bool(choices[0].get("delta", {}).get("content"))
 
 
-def regression(result: Mapping[str, float], past: list[Mapping[str, Any]],
+def regression(result: Mapping[str, float], past: Sequence[Mapping[str, Any]],
                margin_pct: float) -> str:
     """Why ``result`` is a regression against the median of ``past`` results; '' if not."""
     findings = []

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,6 +19,10 @@ from typing import Any
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
+
+from appliance.rundir import RunDir
+from selfheal.state_file import read_states
+from selfheal.states import ProcessState
 
 log = logging.getLogger(__name__)
 PSI_RESOURCES = ("cpu", "memory", "io")
@@ -134,8 +137,8 @@ class BoxCollector:
 
 
 class ServiceCollector:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
         self._processes: dict[str, psutil.Process] = {}
 
     def _process(self, name: str, pid: int) -> psutil.Process:
@@ -151,7 +154,7 @@ class ServiceCollector:
         pids = {"ops": own_pid}
         for name in SERVICES:
             try:
-                pids[name] = int((self.run_dir / f"{name}.pid").read_text())
+                pids[name] = int(self.run.pidfile(name).read_text())
             except (OSError, ValueError):
                 continue
         for name, pid in pids.items():
@@ -167,15 +170,11 @@ class ServiceCollector:
         return values
 
     def _supervisor(self) -> dict[str, float]:
-        try:
-            state = json.loads((self.run_dir / "supervisor.json").read_text())
-        except (OSError, ValueError):
-            return {}
         values: dict[str, float] = {}
-        for name, child in state.items():
-            values[f"supervisor.{name}.restarts"] = float(child.get("restarts", 0))
-            values[f"supervisor.{name}.hangs"] = float(child.get("hangs", 0))
-            values[f"supervisor.{name}.failed"] = 1.0 if child.get("state") == "failed" else 0.0
+        for name, child in read_states(self.run.supervisor_state).items():
+            values[f"supervisor.{name}.restarts"] = float(child.restarts)
+            values[f"supervisor.{name}.hangs"] = float(child.hangs)
+            values[f"supervisor.{name}.failed"] = float(child.state is ProcessState.FAILED)
         return values
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from appliance.config import Settings
-from appliance.update.release import running_version
+from appliance.version import running_version
 from ops import benchmark, pressure
 from ops.collector import BoxCollector, GatewayScraper, ServiceCollector, sample_all
 from ops.history import Event, History, connect
@@ -47,10 +47,10 @@ class OpsDaemon:
         self.settings = settings
         self.version = running_version(settings.update.release_file)
         paths = settings.paths
-        self.run_dir = paths.run_dir
+        self.rundir = paths.run
         self.history = History(connect(paths.ops_database), settings.ops.history_hours * 3600)
         self.box = BoxCollector(paths.data_dir)
-        self.services = ServiceCollector(paths.run_dir)
+        self.services = ServiceCollector(paths.run)
         self.base_url, verify = _gateway_address(settings)
         self.token = _token_source(settings) if settings.security.auth else None
         self.gateway = GatewayScraper(f"{self.base_url}/metrics", verify, self.token)
@@ -70,8 +70,7 @@ class OpsDaemon:
     # -- the loop -------------------------------------------------------------------------
     def run(self, max_ticks: int | None = None) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "ops.pid").write_text(str(os.getpid()))
+        self.rundir.ensure().pidfile("ops").write_text(str(os.getpid()))
         ticks = 0
         ready(self.settings.supervisor.watchdog_s)
         while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
@@ -88,7 +87,7 @@ class OpsDaemon:
     def tick(self, now: float) -> dict[str, float]:
         values = sample_all(self.box, self.services, self.gateway, os.getpid())
         self.history.record(values, now)
-        (self.run_dir / "ops.heartbeat").touch()
+        self.rundir.ops_heartbeat.touch()
         self._pressure(values)
         self._leaks(values, now)
         if self.monitor is not None:
@@ -113,7 +112,7 @@ class OpsDaemon:
         level = pressure.assess(values.get("box.psi_mem_some_avg10"),
                                 values.get("box.mem_available_pct", 100.0),
                                 ops.pressure_psi_high, ops.pressure_available_low_pct)
-        pressure.write(self.run_dir / "pressure.json", level)
+        pressure.write(self.rundir.pressure, level)
         if level.level != self.pressure.level:
             actions = {0: "normal admission again", 1: f"refusing prompts over "
                        f"{ops.long_prompt_tokens} tokens",
@@ -158,7 +157,7 @@ class OpsDaemon:
         busy = values.get("engine.active", 0) + values.get("engine.waiting", 0)
         if busy > 0 and now - since < QUIET_WAIT_MAX_S:
             return
-        control = self.run_dir / "restart"
+        control = self.rundir.restart_requests
         control.mkdir(parents=True, exist_ok=True)
         (control / service).write_text(f"slow leak: {reason}")
         del self._leak_pending[service]
@@ -228,15 +227,10 @@ class OpsDaemon:
 
 
 def _gateway_address(settings: Settings) -> tuple[str, ssl.SSLContext | bool]:
-    from appliance.security.pki import tls_files
+    from appliance.local_gateway import local_gateway
 
-    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-    if ":" in host:
-        host = f"[{host}]"
-    if not settings.security.tls:
-        return f"http://{host}:{settings.http.port}", True
-    ca = tls_files(settings.paths.secrets_dir).ca_cert
-    return f"https://{host}:{settings.http.port}", ssl.create_default_context(cafile=str(ca))
+    gateway = local_gateway(settings)
+    return gateway.base_url, gateway.verify()
 
 
 def _token_source(settings: Settings) -> Callable[[], str]:

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.files import write_atomic
+
 STALE_S = 120.0
 
 
@@ -37,10 +39,8 @@ def assess(psi_some_avg10: float | None, available_pct: float, psi_high: float,
 
 
 def write(path: Path, pressure: Pressure) -> None:
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps({"level": pressure.level, "reason": pressure.reason,
-                                   "at": time.time()}))
-    scratch.replace(path)
+    write_atomic(path, json.dumps({"level": pressure.level, "reason": pressure.reason,
+                                   "at": time.time()}), durable=False)
 
 
 class PressureReader:

@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from selfheal.policy import Backoff, CrashLoop
 from selfheal.probes import Probe
+from selfheal.state_file import ServiceState, write_states
 from selfheal.states import ProcessState, transition
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,12 @@ class Child:
         self.state = transition(self.spec.name, self.state, target, reason)
         self.last_reason = reason
 
-    def summary(self) -> dict[str, object]:
-        return {"state": self.state.value, "pid": self.process.pid if self.process else None,
-                "restarts": self.restarts, "hangs": self.hangs,
-                "requested_restarts": self.requested_restarts, "last_exit": self.last_exit,
-                "reason": self.last_reason, "escalated": self.escalated}
+    def summary(self) -> ServiceState:
+        return ServiceState(state=self.state, pid=self.process.pid if self.process else None,
+                            restarts=self.restarts, hangs=self.hangs,
+                            requested_restarts=self.requested_restarts,
+                            last_exit=self.last_exit, reason=self.last_reason,
+                            escalated=self.escalated)
 
 
 class Supervisor:
@@ -105,7 +107,8 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._wakeups: dict[str, asyncio.Event] = {}
 
-    async def run(self, on_started: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def run(self, on_started: Callable[[], Coroutine[Any, Any, None]] | None = None
+                  ) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -315,10 +318,7 @@ class Supervisor:
         """supervisor.json: each child's state, for the collector and for people."""
         if self.state_file is None:
             return
-        data = {c.spec.name: c.summary() for c in self.children}
-        scratch = self.state_file.with_suffix(".tmp")
-        scratch.write_text(json.dumps(data, indent=1))
-        scratch.replace(self.state_file)
+        write_states(self.state_file, {c.spec.name: c.summary() for c in self.children})
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

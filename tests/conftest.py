@@ -30,10 +30,21 @@ MODEL = "smollm2-135m-instruct"
 READY_TIMEOUT_S = 180
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, and never one this run handed out before: the
+    kernel may offer a just-released port again, and a box's HTTP, MQTT and WebSocket ports
+    are picked before any of them is bound."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port in 100 tries")
 
 
 @pytest.fixture(scope="session")

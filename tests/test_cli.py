@@ -105,7 +105,7 @@ def test_a_second_engine_on_the_same_data_dir_refuses_to_start(appliance: Applia
 
 def test_messages_show_prints_a_message_with_its_state_history(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance.router.envelope import Envelope
+    from appliance.envelope import Envelope
     from appliance.store.db import connect
     from appliance.store.messages import MessageStore
     from appliance.store.states import MessageState

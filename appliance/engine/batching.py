@@ -62,6 +62,9 @@ class ContinuousBatchingBackend:
         self._intake.put(("wake", None))
         self._thread.join(timeout=10)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         """Queue a job for the step thread, or raise Overloaded."""
         self._admission.acquire()

@@ -12,7 +12,7 @@ per token, which on a 2-core box is CPU handed back to the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 REPLACEMENT = "\ufffd"
 
@@ -61,10 +61,10 @@ def advance_all(
     ]
 
 
-def batch_decoder(tokenizer_decode: Callable[..., object]) -> BatchDecode:
+def batch_decoder(tokenizer_decode: Callable[[list[list[int]]], Iterable[str]]) -> BatchDecode:
     """Adapt ``openvino_genai.Tokenizer.decode`` (which takes a batch) to :data:`BatchDecode`."""
 
     def decode(windows: list[list[int]]) -> list[str]:
-        return list(tokenizer_decode(windows))  # type: ignore[call-overload]
+        return list(tokenizer_decode(windows))
 
     return decode

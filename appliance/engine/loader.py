@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.config import Settings
-from appliance.engine.devices import Candidate, DevicePlan, plan_devices
+from appliance.devices import Candidate, DevicePlan, plan_devices
 from appliance.models import registry
 from appliance.models.convert import convert_gguf
 from appliance.models.default import DEFAULT_MODEL_ID, link_default_model

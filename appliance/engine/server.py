@@ -17,18 +17,19 @@ import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from appliance.config import Settings
 from appliance.engine import protocol
+from appliance.engine.backend import Backend
 from appliance.engine.batching import ContinuousBatchingBackend
 from appliance.engine.detokenize import batch_decoder
 from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, build_pipeline, load_model
 from appliance.engine.stateful import StatefulBackend
+from appliance.rundir import RunDir
 from ops.pressure import PressureReader
 from selfheal.notify import keep_alive, ready
 
@@ -45,7 +46,7 @@ class Engine:
         decode = batch_decoder(model.tokenizer.decode)
 
         if model.candidate.pipeline == "stateful":
-            self.backend: Any = StatefulBackend(model.pipeline, decode, capacity)
+            self.backend: Backend = StatefulBackend(model.pipeline, decode, capacity)
         else:
             self.backend = ContinuousBatchingBackend(
                 model.pipeline, decode, capacity,
@@ -65,7 +66,7 @@ class Engine:
             load_seconds=round(model.load_seconds, 3),
             device_reason=model.candidate.reason,
         )
-        self.pressure = PressureReader(settings.paths.run_dir / "pressure.json")
+        self.pressure = PressureReader(settings.paths.run.pressure)
 
     def prompt_ids(self, params: protocol.GenerateParams) -> list[int]:
         tokenizer = self.model.tokenizer
@@ -231,20 +232,19 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
-def _take_lock(run_dir: Path) -> int:
+def _take_lock(run: RunDir) -> int:
     """One engine per data directory: a second one would steal the first one's socket."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = os.open(run_dir / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.open(run.ensure().engine_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(handle)
-        raise AlreadyRunning(f"another engine is running on {run_dir}") from None
+        raise AlreadyRunning(f"another engine is running on {run.path}") from None
     return handle
 
 
 async def serve(settings: Settings) -> None:
-    lock = _take_lock(settings.paths.run_dir)
+    lock = _take_lock(settings.paths.run)
     model = load_model(settings)
     engine = Engine(settings, model)
     engine.backend.start()
@@ -260,7 +260,7 @@ async def serve(settings: Settings) -> None:
     server = await asyncio.start_unix_server(on_connect, path=str(socket_path),
                                              limit=protocol.MAX_LINE_BYTES)
     os.chmod(socket_path, 0o660)
-    pidfile = settings.paths.run_dir / "engine.pid"
+    pidfile = settings.paths.run.pidfile("engine")
     pidfile.write_text(str(os.getpid()))
     log.info("engine ready on %s (model %s, device %s, pid %d)", socket_path, engine.info.model,
              engine.info.device, os.getpid())
@@ -269,9 +269,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ready(settings.supervisor.watchdog_s)
-    step_thread = getattr(engine.backend, "_thread", None)
-    watchdog = asyncio.create_task(keep_alive(
-        lambda: step_thread is None or step_thread.is_alive(), settings.supervisor.watchdog_s))
+    watchdog = asyncio.create_task(keep_alive(engine.backend.alive,
+                                              settings.supervisor.watchdog_s))
     async with server:
         await stop.wait()
     watchdog.cancel()

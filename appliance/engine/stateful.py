@@ -41,6 +41,9 @@ class StatefulBackend:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         """Queue a job behind the one running, or raise Overloaded."""
         self._admission.acquire()

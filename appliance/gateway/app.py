@@ -39,13 +39,13 @@ from appliance.router.pipeline import Pipeline
 from appliance.security.access import Access, log_refusal, signing_keys
 from appliance.security.integrations import Integrations
 from appliance.security.pki import tls_files
-from appliance.security.rekey import rekey_forever
 from appliance.security.replay import ReplayGuard
 from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
-from appliance.update.release import running_version
+from appliance.store.rekey import rekey_forever
+from appliance.version import running_version
 from selfheal.notify import keep_alive, ready
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
                                 app.state.sign_event)
             await bridge.start()
         app.state.bridge = bridge
-        settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
-        (settings.paths.run_dir / "gateway.pid").write_text(str(os.getpid()))
+        settings.paths.run.ensure().pidfile("gateway").write_text(str(os.getpid()))
         ready(settings.supervisor.watchdog_s)
         background.append(asyncio.create_task(  # the event loop turns
             keep_alive(watchdog_s=settings.supervisor.watchdog_s)))

@@ -16,6 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from appliance.router.admission import (
+    ConversationForbidden,
+    EmptyText,
+    ForbiddenSender,
+    Refused,
+    TextTooLong,
+)
 from appliance.router.drain import Draining
 
 log = logging.getLogger(__name__)
@@ -56,9 +63,17 @@ def error_body(message: str, error_type: str, param: str | None = None,
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def draining_error(exc: Draining) -> APIError:
-    """The HTTP face of a refusal while the gateway drains."""
-    return APIError(503, str(exc), code="draining", retry_after=exc.retry_after)
+REFUSAL_STATUS: dict[type[Refused], int] = {
+    EmptyText: 400, TextTooLong: 413, ConversationForbidden: 403, ForbiddenSender: 403,
+    Draining: 503}
+
+
+def refusal_error(refused: Refused) -> APIError:
+    """The HTTP face of the pipeline's refusals (appliance/router/admission.py)."""
+    status = next((code for kind, code in REFUSAL_STATUS.items() if isinstance(refused, kind)),
+                  400)
+    return APIError(status, str(refused), param=refused.param, code=refused.code,
+                    retry_after=refused.retry_after)
 
 
 def error_response(exc: APIError) -> JSONResponse:

@@ -14,14 +14,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.envelope import SAFE_ID, Envelope
 from appliance.gateway.auth import author, principal, require
-from appliance.gateway.errors import APIError, draining_error
-from appliance.router.drain import Draining
-from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.gateway.errors import APIError, refusal_error
+from appliance.router.admission import ConversationForbidden, Refused, sender_for
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.signing import box_headers
 from appliance.security.tokens import Claims
-from appliance.store.messages import ForbiddenConversation, MessageRecord, UnknownMessage
+from appliance.store.messages import MessageRecord, UnknownMessage
 from appliance.store.states import FINISHED
 
 router = APIRouter()
@@ -34,14 +34,6 @@ class MessageIn(BaseModel):
     text: str = Field(min_length=1)
     sender: str = Field("http", min_length=1, max_length=128)
     wait: bool = True
-
-
-def check_text(text: str, limit: int) -> None:
-    if not text.strip():
-        raise APIError(400, "text is empty", param="text", code="empty_message")
-    if len(text) > limit:
-        raise APIError(413, f"text has {len(text)} characters; the limit is {limit}",
-                       param="text", code="text_too_long")
 
 
 def message_body(record: MessageRecord, duplicate: bool) -> dict[str, Any]:
@@ -57,43 +49,33 @@ def message_body(record: MessageRecord, duplicate: bool) -> dict[str, Any]:
 def respond(pipeline: Pipeline, record: MessageRecord, duplicate: bool,
              channel: str = "http") -> JSONResponse:
     if record.state in FINISHED:
-        record = pipeline.store.mark_delivered(record, note=channel)
+        record = pipeline.delivered(record, note=channel)
     body = message_body(record, duplicate)
     if record.state not in FINISHED:
         return JSONResponse(body, status_code=202)
     return JSONResponse(body, status_code=422 if body["error"] else 200)
 
 
-def _forbidden(conversation: str) -> APIError:
-    return APIError(403, f"conversation {conversation!r} belongs to another sender",
-                    param="conversation", code="forbidden")
-
-
 def _check_readable(request: Request, conversation: str, claims: Claims | None) -> None:
-    if not request.app.state.pipeline.store.may_read(conversation, principal(claims)):
-        raise _forbidden(conversation)
+    try:
+        request.app.state.pipeline.check_readable(conversation, principal(claims))
+    except ConversationForbidden as refused:
+        raise refusal_error(refused) from None
 
 
 @router.post("/v1/messages", response_model=None)
 async def post_message(body: MessageIn, request: Request,
                        claims: Claims | None = Depends(require("chat"))) -> JSONResponse:
     pipeline: Pipeline = request.app.state.pipeline
-    check_text(body.text, request.app.state.settings.chat.max_text_chars)
-    who = principal(claims)
-    sender = body.sender
-    if who is not None:
-        if "sender" in body.model_fields_set and body.sender != who:
-            raise APIError(403, f"sender must be your token's subject {who!r}", param="sender",
-                           code="forbidden")
-        sender = who
-    _check_readable(request, body.conversation, claims)
-    envelope = Envelope(id=body.id, conversation=body.conversation, channel="http",
-                        sender=sender, text=body.text, principal=author(claims))
     try:
+        sender = sender_for(body.sender, "sender" in body.model_fields_set, principal(claims))
+        envelope = Envelope(id=body.id, conversation=body.conversation, channel="http",
+                            sender=sender, text=body.text, principal=author(claims))
         record, created = await submit_and_wait(
-            pipeline, envelope, request.app.state.settings.chat.reply_wait_s if body.wait else 0)
-    except ForbiddenConversation:
-        raise _forbidden(body.conversation) from None
+            pipeline, envelope, principal(claims),
+            request.app.state.settings.chat.reply_wait_s if body.wait else 0)
+    except Refused as refused:
+        raise refusal_error(refused) from None
     return signed(request, respond(pipeline, record, duplicate=not created))
 
 
@@ -103,10 +85,10 @@ def signed(request: Request, response: JSONResponse) -> JSONResponse:
     return response
 
 
-async def submit_and_wait(pipeline: Pipeline, envelope: Envelope,
+async def submit_and_wait(pipeline: Pipeline, envelope: Envelope, reader: str | None,
                           wait_s: float) -> tuple[MessageRecord, bool]:
-    """Accept a message and wait up to ``wait_s`` for its reply; the record as it then is.
-    A new message while the gateway drains gets the HTTP ``503 draining`` error."""
+    """Admit a message and wait up to ``wait_s`` for its reply; the record as it then is.
+    The pipeline's refusals pass through (:mod:`appliance.router.admission`)."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def listener(event: dict[str, Any]) -> bool:
@@ -118,10 +100,7 @@ async def submit_and_wait(pipeline: Pipeline, envelope: Envelope,
 
     unsubscribe = pipeline.hub.subscribe(envelope.conversation, listener)
     try:
-        try:
-            record, created = await pipeline.submit(envelope)
-        except Draining as exc:
-            raise draining_error(exc) from None
+        record, created = pipeline.admit(envelope, reader)
         if record.state not in FINISHED and wait_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done), wait_s)

@@ -97,17 +97,20 @@ def series(request: Request, names: str | None = None,
 
 @router.get("/latest")
 def latest(request: Request) -> dict[str, Any]:
-    return {"latest": _read(request, lambda history: history.latest(), {})}
+    no_values: dict[str, float] = {}
+    return {"latest": _read(request, lambda history: history.latest(), no_values)}
 
 
 @router.get("/events")
 def events(request: Request, minutes: float = Query(1440.0, gt=0, le=MAX_MINUTES),
            limit: int = Query(200, ge=1, le=1000)) -> dict[str, Any]:
     since = time.time() - minutes * 60
+    none: list[dict[str, Any]] = []
     return {"since": since,
-            "events": _read(request, lambda history: history.events(since, limit), [])}
+            "events": _read(request, lambda history: history.events(since, limit), none)}
 
 
 @router.get("/benchmarks")
 def benchmarks(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    return {"benchmarks": _read(request, lambda history: history.benchmarks(limit), [])}
+    none: list[dict[str, Any]] = []
+    return {"benchmarks": _read(request, lambda history: history.benchmarks(limit), none)}

@@ -4,15 +4,14 @@ fleet's Prometheus sees restarts, hangs, crash loops and anomalies without anoth
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from appliance.config import Settings
-
-STATES = ("running", "backoff", "failed", "starting", "stopping", "stopped")
+from selfheal.state_file import read_states
+from selfheal.states import ProcessState
 
 
 class OpsMetrics:
@@ -28,19 +27,15 @@ class OpsMetrics:
                             ["kind", "source"], registry=registry)
 
     def refresh(self, settings: Settings) -> None:
-        self._supervisor(settings.paths.run_dir / "supervisor.json")
+        self._supervisor(settings.paths.run.supervisor_state)
         self._events(settings.paths.ops_database)
 
     def _supervisor(self, path: Path) -> None:
-        try:
-            services = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        for name, child in services.items():
-            self.restarts.labels(name).set(child.get("restarts", 0))
-            self.hangs.labels(name).set(child.get("hangs", 0))
-            for state in STATES:
-                self.state.labels(name, state).set(1 if child.get("state") == state else 0)
+        for name, child in read_states(path).items():
+            self.restarts.labels(name).set(child.restarts)
+            self.hangs.labels(name).set(child.hangs)
+            for state in ProcessState:
+                self.state.labels(name, state.value).set(1 if child.state is state else 0)
 
     def _events(self, path: Path) -> None:
         if not path.is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import Any
 
 import httpx
@@ -19,21 +20,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.gateway.errors import APIError
-from appliance.gateway.messages_api import (
-    check_text,
-    message_body,
-    respond,
-    signed,
-    submit_and_wait,
-)
-from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.envelope import SAFE_ID, Envelope
+from appliance.gateway.errors import APIError, refusal_error
+from appliance.gateway.messages_api import message_body, respond, signed, submit_and_wait
+from appliance.router.admission import Refused
 from appliance.router.pipeline import Pipeline
 from appliance.security.integrations import Integration, Integrations
 from appliance.security.signing import box_headers, verify_hmac
 from appliance.security.tokens import AuthError, SigningKeys
-from appliance.store.messages import ForbiddenConversation, MessageRecord
+from appliance.store.messages import MessageRecord
 from appliance.store.states import FINISHED
+from selfheal.policy import Backoff
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -76,18 +73,18 @@ async def webhook(name: str, request: Request) -> JSONResponse:
         detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
         raise APIError(400, f"invalid webhook message: {detail}", code="invalid_message"
                        ) from None
-    check_text(message.text, state.settings.chat.max_text_chars)
     envelope = Envelope(id=message.id, conversation=message.conversation, channel="webhook",
                         sender=f"{name}:{message.sender}", text=message.text, reply_to=name,
                         principal=f"webhook:{name}")
     pipeline: Pipeline = state.pipeline
     wait = message.wait or not integration.callback_url
     try:
+        # an integration reads the conversations it started (its principal owns them)
         record, created = await submit_and_wait(
-            pipeline, envelope, state.settings.chat.reply_wait_s if wait else 0)
-    except ForbiddenConversation:
-        raise APIError(403, f"conversation {message.conversation!r} belongs to another sender",
-                       code="forbidden") from None
+            pipeline, envelope, envelope.principal,
+            state.settings.chat.reply_wait_s if wait else 0)
+    except Refused as refused:
+        raise refusal_error(refused) from None
     if record.state not in FINISHED and integration.callback_url:
         return signed(request, JSONResponse(message_body(record, not created), status_code=202))
     return signed(request, respond(pipeline, record, not created, channel=f"webhook {name}"))
@@ -122,20 +119,21 @@ class CallbackSender:
 
     async def _post(self, integration: Integration, record: MessageRecord) -> None:
         body = json.dumps(message_body(record, False)).encode()
-        for attempt in range(CALLBACK_ATTEMPTS):
+        backoff = Backoff(1.0, 2.0 ** CALLBACK_ATTEMPTS, stable_after_s=math.inf)
+        for _ in range(CALLBACK_ATTEMPTS):
             try:
                 response = await self.client.post(
                     integration.callback_url, content=body,
                     headers={"Content-Type": "application/json",
                              **box_headers(self.keys, body)})
                 if response.is_success:
-                    self.pipeline.store.mark_delivered(
-                        record, note=f"webhook {integration.name} callback")
+                    self.pipeline.delivered(record,
+                                            note=f"webhook {integration.name} callback")
                     return
                 log.warning("callback %s answered %d", integration.name, response.status_code)
             except httpx.HTTPError as exc:
                 log.warning("callback %s failed: %s", integration.name, exc)
-            await asyncio.sleep(2 ** attempt)
+            await asyncio.sleep(backoff.next_delay(uptime_s=0))
         log.error("reply %s/%s not delivered to %s after %d attempts", record.conversation,
                   record.id, integration.name, CALLBACK_ATTEMPTS)
 

@@ -28,13 +28,17 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance.envelope import SAFE_ID, Envelope
 from appliance.gateway.auth import authenticate, author, principal
-from appliance.router.drain import Draining
-from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.router.admission import (
+    ConversationForbidden,
+    Refused,
+    refusal_event,
+    sender_for,
+)
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
 from appliance.security.tokens import AuthError, Claims
-from appliance.store.messages import ForbiddenConversation
 from appliance.store.states import FINISHED
 
 router = APIRouter()
@@ -58,7 +62,7 @@ class WsResume(BaseModel):
 
 
 class Session:
-    def __init__(self, socket: WebSocket, pipeline: Pipeline, max_text: int,
+    def __init__(self, socket: WebSocket, pipeline: Pipeline,
                  claims: Claims | None = None,
                  sign: Callable[[dict[str, Any], str], dict[str, Any]] | None = None) -> None:
         self.socket = socket
@@ -66,7 +70,6 @@ class Session:
         self.claims = claims
         self.principal = principal(claims)
         self.pipeline = pipeline
-        self.max_text = max_text
         self.send_lock = asyncio.Lock()
         self.unsubscribe: dict[str, Callable[[], None]] = {}
         self.finished_sent: set[tuple[str, int]] = set()
@@ -117,29 +120,15 @@ class Session:
             await self.error("invalid_message", f"{field}: {first['msg']}", id=data.get("id"))
 
     async def _message(self, message: WsMessage) -> None:
-        if len(message.text) > self.max_text or not message.text.strip():
-            await self.error("invalid_message", f"text must be 1 to {self.max_text} characters "
-                             "and not blank", id=message.id)
-            return
-        sender = message.sender
-        if self.principal is not None:
-            if "sender" in message.model_fields_set and message.sender != self.principal:
-                await self.error("forbidden", f"sender must be your token's subject "
-                                 f"{self.principal!r}", id=message.id)
-                return
-            sender = self.principal
-        if not self.pipeline.store.may_read(message.conversation, self.principal):
-            await self.forbidden(message.conversation, message.id)
-            return
         try:
-            record, created = await self.pipeline.submit(Envelope(
+            sender = sender_for(message.sender, "sender" in message.model_fields_set,
+                                self.principal)
+            record, created = self.pipeline.admit(Envelope(
                 id=message.id, conversation=message.conversation, channel="ws",
-                sender=sender, text=message.text, principal=author(self.claims)))
-        except ForbiddenConversation:
-            await self.forbidden(message.conversation, message.id)
-            return
-        except Draining as exc:
-            await self.error("draining", str(exc), id=message.id)
+                sender=sender, text=message.text, principal=author(self.claims)),
+                self.principal)
+        except Refused as refused:
+            await self.send(refusal_event(refused, message.id))
             return
         self.subscribe(message.conversation)
         await self.send({"type": "ack", "id": record.id, "conversation": record.conversation,
@@ -148,13 +137,11 @@ class Session:
         if not created and record.state in FINISHED:
             await self._deliver(record)
 
-    async def forbidden(self, conversation: str, message_id: str | None) -> None:
-        await self.error("forbidden", f"conversation {conversation!r} belongs to another "
-                         "sender", id=message_id)
-
     async def _resume(self, resume: WsResume) -> None:
-        if not self.pipeline.store.may_read(resume.conversation, self.principal):
-            await self.forbidden(resume.conversation, None)
+        try:
+            self.pipeline.check_readable(resume.conversation, self.principal)
+        except ConversationForbidden as refused:
+            await self.send(refusal_event(refused, None))
             return
         known = self.pipeline.store.has_conversation(resume.conversation)
         if not known and self.principal is not None:
@@ -174,11 +161,11 @@ class Session:
             for record in self.pipeline.store.after(resume.conversation, resume.last_seq):
                 if record.state in FINISHED:
                     await self._send_unlocked(reply_event(record))
-                    self.pipeline.store.mark_delivered(record, note="websocket")
+                    self.pipeline.delivered(record, note="websocket")
 
     async def _deliver(self, record: Any) -> None:
         await self.send(reply_event(record))
-        self.pipeline.store.mark_delivered(record, note="websocket")
+        self.pipeline.delivered(record, note="websocket")
 
     def close(self) -> None:
         for unsubscribe in self.unsubscribe.values():
@@ -196,8 +183,7 @@ async def chat_socket(socket: WebSocket) -> None:
         return
     await socket.accept()
     app_state = socket.app.state
-    session = Session(socket, app_state.pipeline, app_state.settings.chat.max_text_chars,
-                      claims, app_state.sign_event)
+    session = Session(socket, app_state.pipeline, claims, app_state.sign_event)
     watchdog = None
     if claims is not None and app_state.access is not None:
         watchdog = asyncio.create_task(_close_when_token_ends(socket, claims, app_state.access))

@@ -47,8 +47,8 @@ def gguf_facts(path: Path) -> ModelFacts:
     context = field(f"{architecture}.context_length")
     file_type = field("general.file_type")
     try:
-        quantization = gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        quantization = gguf.LlamaFileType(int(str(file_type))).name.removeprefix("MOSTLY_")
+    except ValueError:  # absent, or a file type this gguf does not know
         quantization = "unknown"
     return ModelFacts(
         format="gguf",

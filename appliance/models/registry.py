@@ -15,8 +15,9 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from appliance.engine.devices import ModelTraits
+from appliance.devices import ModelTraits
 from appliance.models.inspect import (
     IR_MODEL_FILE,
     SIDECAR_FILE,
@@ -47,8 +48,9 @@ class ModelEntry:
 
     def traits(self) -> ModelTraits:
         # What the engine loads: the IR once converted, otherwise the source itself.
-        fmt = "openvino-ir" if self.ir_dir is not None else self.facts.format
-        return ModelTraits(fmt, self.facts.weights, self.facts.context_length)  # type: ignore[arg-type]
+        fmt: Literal["gguf", "openvino-ir"] = "openvino-ir" if self.ir_dir is not None \
+            or self.facts.format == "openvino-ir" else "gguf"
+        return ModelTraits(fmt, self.facts.weights, self.facts.context_length)
 
 
 def is_valid_id(model_id: str) -> bool:

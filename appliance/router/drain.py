@@ -17,15 +17,17 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.engine.client import EngineClient
+from appliance.router.admission import Refused
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 30
 POLL_S = 0.05
 
 
-class Draining(Exception):
+class Draining(Refused):
     """New chat work is refused: the gateway is draining."""
 
+    code = "draining"
     retry_after = RETRY_AFTER_S
 
     def __init__(self) -> None:

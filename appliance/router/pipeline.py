@@ -1,8 +1,10 @@
 """The message pipeline: dedup -> per-conversation order -> intent -> skill or LLM -> dispatch.
 
 Every protocol edge turns what it received into an :class:`Envelope` and calls
-:meth:`Pipeline.submit`. The store decides whether the message is new (a repeated id gets the
-stored record, never a second answer); each conversation has one worker that answers its
+:meth:`Pipeline.admit` (its refusals are typed, :mod:`appliance.router.admission`), renders
+the events the hub publishes, and reports a hand-over with :meth:`Pipeline.delivered`. The
+store decides whether the message is new (a repeated id gets the stored record, never a
+second answer); each conversation has one worker that answers its
 messages strictly in sequence order, while different conversations proceed in parallel.
 Messages that were accepted but not answered when the gateway stopped are picked up again at
 start, in order. While the gateway drains (:mod:`appliance.router.drain`) a new message is
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -21,13 +24,16 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable
+from appliance.envelope import Envelope
+from appliance.router.admission import ConversationForbidden, check_text
 from appliance.router.drain import Drain
-from appliance.router.envelope import Envelope
 from appliance.router.hub import Hub
 from appliance.router.intents import classify
 from appliance.router.skills import SkillContext, run_command
+from appliance.store.messages import ForbiddenConversation as StoredElsewhere
 from appliance.store.messages import MessageRecord, MessageStore, UnknownMessage
 from appliance.store.states import MessageState
+from selfheal.policy import Backoff
 
 log = logging.getLogger(__name__)
 RETRY_INITIAL_S = 0.5
@@ -76,22 +82,25 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def submit(self, envelope: Envelope) -> tuple[MessageRecord, bool]:
-        """Accept a message; returns its record and whether it was new. Raises
-        :class:`~appliance.router.drain.Draining` for a new message while draining."""
-        return self.accept(envelope)
+    def admit(self, envelope: Envelope, reader: str | None,
+              before_processing: Callable[[MessageRecord, bool], None] | None = None
+              ) -> tuple[MessageRecord, bool]:
+        """Take a message in; its record and whether it was new (a resent id gets the stored
+        record, never a second answer). Stored before this returns, so a caller that must
+        not yield first (MQTT's ack before any reply) can rely on it.
 
-    def accept(self, envelope: Envelope,
-               before_processing: Callable[[MessageRecord, bool], None] | None = None
-               ) -> tuple[MessageRecord, bool]:
-        """:meth:`submit` for callers that must not yield before the message is stored.
-
-        ``before_processing`` runs after storing and before the message is queued, e.g. to
-        schedule an acknowledgement that must go out before any reply. While draining, a
-        resent id still gets its record; a new message raises
-        :class:`~appliance.router.drain.Draining`."""
+        ``reader`` is whose conversations the caller may see (None: any, for admins or with
+        authentication off). ``before_processing`` runs after storing and before the message
+        is queued, e.g. to schedule an acknowledgement that must go out before any reply.
+        Raises a :class:`~appliance.router.admission.Refused`: the text is empty or too long,
+        the conversation is someone else's, or the gateway drains (a resent id still gets its
+        record then)."""
+        check_text(envelope.text, self.settings.chat.max_text_chars)
+        self.check_readable(envelope.conversation, reader)
         try:
             record, created = self.store.accept(envelope, create=not self.drain.draining)
+        except StoredElsewhere:
+            raise ConversationForbidden(envelope.conversation) from None
         except UnknownMessage:
             raise self.drain.refusal() from None
         if before_processing is not None:
@@ -99,6 +108,17 @@ class Pipeline:
         if created:
             self._enqueue(record)
         return record, created
+
+    def check_readable(self, conversation: str, reader: str | None) -> None:
+        """Raise :class:`~appliance.router.admission.ConversationForbidden` unless ``reader``
+        may see the conversation (its own, or a new one; None may see any)."""
+        if not self.store.may_read(conversation, reader):
+            raise ConversationForbidden(conversation)
+
+    def delivered(self, record: MessageRecord, note: str) -> MessageRecord:
+        """The channel handed the finished message over (its client acknowledged it, or it
+        answered the request): recorded once, whatever channel reports it."""
+        return self.store.mark_delivered(record, note=note)
 
     def _enqueue(self, record: MessageRecord) -> None:
         conversation = record.conversation
@@ -145,7 +165,7 @@ class Pipeline:
                                      reply=reply)
         taken = await self.hub.publish(record.conversation, reply_event(record))
         if taken and record.channel != "mqtt":  # an MQTT origin confirms with its PUBACK
-            self.store.mark_delivered(record, note=f"{taken} listener(s)")
+            self.delivered(record, note=f"{taken} listener(s)")
 
     async def _fail(self, record: MessageRecord, exc: Exception) -> None:
         """Best effort: record the failure and tell the listeners, so nobody waits forever."""
@@ -172,10 +192,9 @@ class Pipeline:
 
     async def _generate(self, record: MessageRecord) -> str:
         """Ask the engine, streaming tokens to listeners; wait out engine restarts."""
-        delay = RETRY_INITIAL_S
-        attempt = 0
+        backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, stable_after_s=math.inf)
         while True:
-            attempt += 1
+            delay = backoff.next_delay(uptime_s=0)
             params = {"id": f"msg-{uuid.uuid4().hex}",
                       "messages": self._prompt(record),
                       "temperature": self.settings.engine.default_temperature}
@@ -198,7 +217,6 @@ class Pipeline:
                 log.warning("engine %s for %s/%s; retrying in %.1f s", exc.code,
                             record.conversation, record.id, delay)
             await asyncio.sleep(delay)
-            delay = min(RETRY_MAX_S, delay * 2)
 
     def _status(self) -> str:
         info = self.engine.info

@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+from appliance.files import write_atomic
+
 SECRET_MODE = 0o600
 SECRET_DIR_MODE = 0o700
 
@@ -17,18 +19,10 @@ def secret_dir(path: Path) -> Path:
 
 
 def write_secret(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
-    """Write through a temporary file created with ``mode``, then rename: a reader sees the
-    old file or the new one, and the secret is never briefly world-readable."""
+    """Atomically, created with ``mode``: a reader sees the old file or the new one, and the
+    secret is never briefly world-readable."""
     secret_dir(path.parent)
-    scratch = path.with_name(f".{path.name}.tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(scratch, mode)
-    os.replace(scratch, path)
+    write_atomic(path, data, mode)
 
 
 def write_public(path: Path, data: bytes) -> None:

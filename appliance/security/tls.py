@@ -12,6 +12,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from appliance.security.access import log_refusal
 from appliance.security.pki import PkiError, TlsFiles
@@ -28,6 +29,10 @@ def _stamp(paths: list[Path]) -> tuple[int, ...]:
 
 TLS_RECORD_TYPES = frozenset(range(20, 25))  # change_cipher_spec .. heartbeat
 FATAL = 2
+# OpenSSL's record content types and alert codes, as CPython's ssl module enumerates them for
+# the message callback (private names, which typeshed does not declare).
+CONTENT_TYPES: Any = getattr(ssl, "_TLSContentType")  # noqa: B009
+ALERT_TYPES: Any = getattr(ssl, "_TLSAlertType")  # noqa: B009
 Refused = Callable[[str, str, str, str], None]
 
 
@@ -46,14 +51,14 @@ class HandshakeWatcher:
     def __call__(self, conn: object, direction: str, version: object, content_type: int,
                  msg_type: int, data: bytes) -> None:
         try:
-            if content_type == ssl._TLSContentType.HEADER:
+            if content_type == CONTENT_TYPES.HEADER:
                 if direction == "read" and data and data[0] not in TLS_RECORD_TYPES:
                     preview = data[:5].decode("ascii", "replace")
                     self.on_refused("tls", "?", "not_tls",
                                     f"plain text ({preview!r}...) on a TLS port")
-            elif (content_type == ssl._TLSContentType.ALERT and direction == "write"
+            elif (content_type == CONTENT_TYPES.ALERT and direction == "write"
                   and len(data) == 2 and data[0] == FATAL):
-                alert = ssl._TLSAlertType(data[1]).name.lower()
+                alert = ALERT_TYPES(data[1]).name.lower()
                 self.on_refused("tls", "?", "handshake", f"TLS alert {alert} sent")
         except Exception:  # a logging hook must never break a handshake
             log.debug("TLS message callback failed", exc_info=True)

@@ -3,7 +3,7 @@
 Version 2 seals message text and identities at rest (see ``appliance.store.sealed``): every
 table with sealed columns has a ``kid`` column naming the data key, '' for plaintext rows.
 A version 1 database gains the columns in place; its rows stay plaintext (kid '') until the
-re-encryption pass (``appliance.security.rekey``) seals them.
+re-encryption pass (``appliance.store.rekey``) seals them.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.router.envelope import Envelope
+from appliance.envelope import Envelope
 from appliance.security.cipher import FieldCipher, Plaintext, Sealer, UnknownKey
 from appliance.store.sealed import MESSAGES, TRANSITIONS
 from appliance.store.states import FINISHED, PENDING, MessageState, check

@@ -6,11 +6,14 @@ pass, so both compute the same associated data and blind indexes.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.security.cipher import Sealer, aad
+
+Row = Mapping[str, Any] | sqlite3.Row  # a row as the database gives it, or as a dict
 
 
 @dataclass(frozen=True)
@@ -21,10 +24,10 @@ class SealedTable:
     binary: bool = False                 # payload bytes rather than text
     index: tuple[str, str] | None = None  # (blind index column, the sealed column it indexes)
 
-    def aad(self, row: Mapping[str, Any], column: str) -> bytes:
+    def aad(self, row: Row, column: str) -> bytes:
         return aad(self.name, *(str(row[k]) for k in self.key), column)
 
-    def seal(self, sealer: Sealer, row: Mapping[str, Any], plain: Mapping[str, Any],
+    def seal(self, sealer: Sealer, row: Row, plain: Mapping[str, Any],
              kid: str) -> dict[str, Any]:
         """Column values to store for the sealed columns present in ``plain``, plus ``kid``
         and the blind index when its source is among them. ``row`` supplies the key columns."""
@@ -44,7 +47,7 @@ class SealedTable:
         out["kid"] = kid
         return out
 
-    def open(self, sealer: Sealer, row: Mapping[str, Any]) -> dict[str, Any]:
+    def open(self, sealer: Sealer, row: Row) -> dict[str, Any]:
         """The plaintext of the sealed columns ``row`` has (an sqlite3.Row or a dict)."""
         names = row.keys()
         out: dict[str, Any] = {}

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from appliance.update.files import fsync_dir, remove_durable, rename_durable, write_atomic
-from appliance.update.versions import strverscmp
+from appliance.files import fsync_dir, remove_durable, rename_durable, write_atomic
+from appliance.update.versions import cmp, strverscmp
 
 PRIMARY = "appliance-1-primary"
 FALLBACK = "appliance-2-fallback"
@@ -157,22 +157,18 @@ def initial_entry(version: str, kernel_options: str | None = None) -> tuple[str,
     return entry_name("a"), render_entry("a", version, PRIMARY, kernel_options)
 
 
-def _cmp(a: object, b: object) -> int:
-    return (a > b) - (a < b)  # type: ignore[operator]
-
-
 def _strcmp_ptr(a: str | None, b: str | None) -> int:
     if a is None or b is None:
-        return _cmp(a is not None, b is not None)
-    return _cmp(a, b)
+        return cmp(a is not None, b is not None)
+    return cmp(a, b)
 
 
 def compare(a: Entry, b: Entry) -> int:
     """systemd 252's ``config_entry_compare``: negative when ``a`` comes first."""
-    r = _cmp(a.tries_left == 0, b.tries_left == 0)
+    r = cmp(a.tries_left == 0, b.tries_left == 0)
     if r:
         return r
-    r = _cmp(a.sort_key is None, b.sort_key is None)
+    r = cmp(a.sort_key is None, b.sort_key is None)
     if r:
         return r
     if a.sort_key is not None and b.sort_key is not None:
@@ -183,9 +179,10 @@ def compare(a: Entry, b: Entry) -> int:
     r = -strverscmp(a.id, b.id)
     if r:
         return r
-    if a.tries_left is None or b.tries_left is None:
+    if a.tries_left is None or b.tries_left is None or a.tries_done is None \
+            or b.tries_done is None:  # a counter has both parts, or neither
         return 0
-    return -_cmp(a.tries_left, b.tries_left) or _cmp(a.tries_done, b.tries_done)
+    return -cmp(a.tries_left, b.tries_left) or cmp(a.tries_done, b.tries_done)
 
 
 def boot_order(entries: list[Entry]) -> list[Entry]:

@@ -16,7 +16,7 @@ import tarfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -83,7 +83,9 @@ def compress_rootfs(raw: Path, out: Path, level: int = ZSTD_LEVEL,
     report = (lambda done: progress("compress", done, total)) if progress else None
     with raw.open("rb") as source, out.open("wb") as target:
         reader, writer = _Hashing(source, report), _Hashing(target)
-        compressor.copy_stream(reader, writer, size=total, read_size=CHUNK, write_size=CHUNK)
+        # _Hashing has the read and write copy_stream calls, passed through to the files
+        compressor.copy_stream(cast(IO[bytes], reader), cast(IO[bytes], writer), size=total,
+                               read_size=CHUNK, write_size=CHUNK)
         target.flush()
         os.fsync(target.fileno())
     return Payload(writer.sha.hexdigest(), writer.size, reader.sha.hexdigest(), reader.size)

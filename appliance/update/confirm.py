@@ -45,19 +45,15 @@ class Confirmation:
 def readiness_probe(settings: Settings) -> tuple[str, ssl.SSLContext | bool]:
     """The gateway's ``/readyz`` URL and TLS verification, as the supervisor's probes see
     it: loopback for a wildcard bind, the box's CA when TLS is on."""
-    from appliance.security.pki import tls_files
+    from appliance.local_gateway import local_gateway
 
-    scheme = "https" if settings.security.tls else "http"
-    verify: ssl.SSLContext | bool = True
-    if settings.security.tls:
-        ca = tls_files(settings.paths.secrets_dir).ca_cert
-        try:
-            verify = ssl.create_default_context(cafile=str(ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise UpdateRefused(f"security.tls is on but the box's CA {ca} is unusable "
-                                f"({exc}); the trial is left unconfirmed") from None
-    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-    return f"{scheme}://{host}:{settings.http.port}/readyz", verify
+    gateway = local_gateway(settings)
+    try:
+        verify = gateway.verify()
+    except (OSError, ssl.SSLError) as exc:
+        raise UpdateRefused(f"security.tls is on but the box's CA {gateway.ca_file} is "
+                            f"unusable ({exc}); the trial is left unconfirmed") from None
+    return gateway.url("/readyz"), verify
 
 
 async def wait_ready(url: str, verify: ssl.SSLContext | bool, deadline_s: float,

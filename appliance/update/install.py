@@ -25,14 +25,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import zstandard
 
 from appliance.config import Settings
+from appliance.files import StagedFile
 from appliance.update import bootloader, signing
 from appliance.update.bootloader import FALLBACK, PRIMARY, Entry
 from appliance.update.errors import UpdateRefused
-from appliance.update.files import StagedFile
 from appliance.update.manifest import INITRD, KERNEL, ROOTFS, Manifest
 from appliance.update.reader import Progress, open_bundle
 from appliance.update.release import read_release
@@ -91,7 +92,9 @@ def _second_pass(bundle: Path, verified: Verified, keyring: signing.Keyring,
         raise
     try:
         raw = _RawSink(writer, slot_size)
-        decompressor = zstandard.ZstdDecompressor().stream_writer(raw, closefd=False)
+        # _RawSink has the one method the decompressor calls on it (write)
+        decompressor = zstandard.ZstdDecompressor().stream_writer(cast(IO[bytes], raw),
+                                                                  closefd=False)
         with open_bundle(bundle) as stream:
             head = stream.head()
             if head[0] != verified.signed_bytes:

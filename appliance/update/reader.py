@@ -25,7 +25,7 @@ from appliance.update.manifest import (
 )
 
 CHUNK = 1 << 20
-Sink = Callable[[bytes], None]
+Sink = Callable[[bytes], object]  # what a sink returns (a count of bytes written) is ignored
 Progress = Callable[[str, int, int], None]
 
 

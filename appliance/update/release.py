@@ -41,14 +41,3 @@ def read_release(path: Path) -> Release:
         raise UpdateRefused(f"{path}: release file needs \"version\" and \"compatible\" strings")
     parse_version(value["version"], f"{path}: version")
     return Release(value["version"], value["compatible"], str(value.get("name", "edge-appliance")))
-
-
-def running_version(release_file: Path) -> str:
-    """The version this box runs: the image's release file when booted from an image (a slot
-    is one release, whatever its packages say), else the installed package's."""
-    from appliance import __version__
-
-    try:
-        return read_release(release_file).version
-    except UpdateRefused:
-        return __version__

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from appliance.config import Settings
-from appliance.update.files import remove_durable, write_atomic
+from appliance.files import remove_durable, write_atomic
 
 log = logging.getLogger(__name__)
 

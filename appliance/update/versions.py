@@ -9,9 +9,14 @@ string is newer.
 
 from __future__ import annotations
 
+from typing import TypeVar
 
-def _cmp(a: object, b: object) -> int:
-    return (a > b) - (a < b)  # type: ignore[operator]
+Comparable = TypeVar("Comparable", int, str)  # bool is an int
+
+
+def cmp(a: Comparable, b: Comparable) -> int:
+    """C's three-way comparison: -1, 0 or 1."""
+    return (a > b) - (a < b)
 
 
 def _valid(char: str) -> bool:
@@ -31,8 +36,8 @@ def strverscmp(a: str | None, b: str | None) -> int:
     sorts before everything, as a NULL pointer does in systemd."""
     if not a or not b:
         if a is None or b is None:
-            return _cmp(a is not None, b is not None)
-        return _cmp(a, b)
+            return cmp(a is not None, b is not None)
+        return cmp(a, b)
     # A NUL sentinel keeps the index arithmetic of the C original.
     s, t, i, j = a + "\0", b + "\0", 0, 0
     while True:
@@ -41,15 +46,15 @@ def strverscmp(a: str | None, b: str | None) -> int:
         while t[j] != "\0" and not _valid(t[j]):
             j += 1
         if s[i] == "~" or t[j] == "~":
-            r = _cmp(s[i] != "~", t[j] != "~")
+            r = cmp(s[i] != "~", t[j] != "~")
             if r:
                 return r
             i, j = i + 1, j + 1
         if s[i] == "\0" or t[j] == "\0":
-            return _cmp(s[i:-1], t[j:-1])
+            return cmp(s[i:-1], t[j:-1])
         for mark in "-^.":
             if s[i] == mark or t[j] == mark:
-                r = _cmp(s[i] != mark, t[j] != mark)
+                r = cmp(s[i] != mark, t[j] != mark)
                 if r:
                     return r
                 i, j = i + 1, j + 1
@@ -63,7 +68,7 @@ def strverscmp(a: str | None, b: str | None) -> int:
                 ii += 1
             while _digit(t[jj]):
                 jj += 1
-            r = _cmp(ii - i, jj - j) or _cmp(s[i:ii], t[j:jj])
+            r = cmp(ii - i, jj - j) or cmp(s[i:ii], t[j:jj])
             if r:
                 return r
         else:
@@ -73,7 +78,7 @@ def strverscmp(a: str | None, b: str | None) -> int:
             while _alpha(t[jj]):
                 jj += 1
             shortest = min(ii - i, jj - j)
-            r = _cmp(s[i:i + shortest], t[j:j + shortest]) or _cmp(ii - i, jj - j)
+            r = cmp(s[i:i + shortest], t[j:j + shortest]) or cmp(ii - i, jj - j)
             if r:
                 return r
         i, j = ii, jj

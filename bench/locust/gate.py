@@ -16,7 +16,6 @@ import contextlib
 import csv
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from appliance import durations
 from bench.locust import slo as slo_module
 from bench.locust.identities import TokenError, mqtt_identities, read_tokens, subject
 from bench.locust.results import summarize
@@ -69,12 +69,11 @@ class GateOptions:
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``60s``, ``5m``, ``1m30s``, ``1h`` -> seconds."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*", text)
-    if not text.strip() or match is None:
-        raise GateUsageError(f"--duration {text!r}: use seconds or a span like 60s, 5m, 1m30s")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return hours * 3600.0 + minutes * 60.0 + seconds
+    """``--duration``, spelled as every duration on the CLI (appliance/durations.py)."""
+    try:
+        return float(durations.parse_duration(text))
+    except ValueError as exc:
+        raise GateUsageError(f"--duration: {exc}") from None
 
 
 def parse_mix(text: str) -> dict[str, int]:

@@ -48,8 +48,9 @@ def read_failures(path: Path, limit: int = 5) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     with path.open(newline="") as file:
-        rows = [{"type": row["Method"], "name": row["Name"], "error": row["Error"],
-                 "count": int(row["Occurrences"])} for row in csv.DictReader(file)]
+        rows: list[dict[str, Any]] = [
+            {"type": row["Method"], "name": row["Name"], "error": row["Error"],
+             "count": int(row["Occurrences"])} for row in csv.DictReader(file)]
     return sorted(rows, key=lambda row: -row["count"])[:limit]
 
 
@@ -57,7 +58,8 @@ def summarize(options: GateOptions, *, started: float, finished: float,
               locust_exit: int) -> dict[str, Any]:
     out = options.out
     types = read_stats(out / "stats.csv")
-    decode = json.loads((out / "decode.json").read_text()) if (out / "decode.json").exists() \
+    decode: dict[str, Any] = json.loads((out / "decode.json").read_text()) \
+        if (out / "decode.json").exists() \
         else {"stream_tokens_per_s": [], "completion_tokens": 0, "seconds": 0}
     kinds = [kind for kind in KINDS if kind in options.counts]
     requests = {kind: types.get(kind, {"requests": 0, "failures": 0, "p50_ms": None,

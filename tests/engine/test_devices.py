@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.engine.devices import ModelTraits, normalise_device_setting, plan_devices
+from appliance.devices import ModelTraits, normalise_device_setting, plan_devices
 
 GGUF_Q4_1 = ModelTraits("gguf", "int4-asym", 8192)
 IR_ASYM = ModelTraits("openvino-ir", "int4-asym", 8192)

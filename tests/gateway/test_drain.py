@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from tests.conftest import MODEL, Appliance, _start
-from tests.gateway.test_mqtt import Device
+from tests.mqtt_device import Device
 from tests.security.conftest import auth, crafted
 from tests.security.test_webhooks import add_integration, signed_post
 

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import MODEL, Appliance
+from tests.polling import until
 
 pytestmark = pytest.mark.e2e
 LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
@@ -22,15 +23,6 @@ LONG = [{"role": "user", "content": "Write a very long story about a dragon and 
 def api(appliance: Appliance) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{appliance.base_url}/v1", api_key="unused", max_retries=0,
                          timeout=120)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise TimeoutError("condition not met in time")
 
 
 def engine_load(appliance: Appliance) -> dict[str, int]:
@@ -62,7 +54,7 @@ def test_sigkill_of_the_engine_mid_stream_is_survived(
         assert refused.json()["error"]["code"] == "engine_unavailable"
         assert int(refused.headers["retry-after"]) > 0
 
-    wait_for(lambda: httpx.get(f"{appliance.base_url}/readyz").status_code == 200)
+    until(lambda: httpx.get(f"{appliance.base_url}/readyz").status_code == 200)
     assert appliance.engine_pid() != old_pid
     reply = api(appliance).chat.completions.create(
         model=MODEL, temperature=0, messages=[{"role": "user", "content": "What is 2 + 2?"}])
@@ -89,13 +81,13 @@ def test_a_full_admission_queue_answers_429_with_retry_after(
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_engine_slot(appliance: Appliance) -> None:
-    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=60)  # others' work done
+    until(lambda: engine_load(appliance)["active"] == 0, timeout=60)  # others' work done
     stream = api(appliance).chat.completions.create(model=MODEL, messages=LONG, stream=True,
                                                     max_tokens=4000)
     next(iter(stream))
-    wait_for(lambda: engine_load(appliance)["active"] >= 1, timeout=10)
+    until(lambda: engine_load(appliance)["active"] >= 1, timeout=10)
     stream.close()
-    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=30)
+    until(lambda: engine_load(appliance)["active"] == 0, timeout=30)
 
 
 def test_a_non_streaming_client_that_hangs_up_frees_its_engine_slot(appliance: Appliance) -> None:
@@ -104,12 +96,12 @@ def test_a_non_streaming_client_that_hangs_up_frees_its_engine_slot(appliance: A
             httpx.post(f"{appliance.base_url}/v1/chat/completions", timeout=2,
                        json={"model": MODEL, "messages": LONG, "max_tokens": 4000})
 
-    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=60)  # others' work done
+    until(lambda: engine_load(appliance)["active"] == 0, timeout=60)  # others' work done
     thread = threading.Thread(target=impatient)
     thread.start()
-    wait_for(lambda: engine_load(appliance)["active"] >= 1, timeout=10)
+    until(lambda: engine_load(appliance)["active"] >= 1, timeout=10)
     thread.join()
-    wait_for(lambda: engine_load(appliance)["active"] == 0, timeout=30)
+    until(lambda: engine_load(appliance)["active"] == 0, timeout=30)
 
 
 def test_metrics_report_requests_latency_ttft_tokens_and_queue(appliance: Appliance) -> None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import Appliance
-from tests.gateway.test_mqtt import Device, wait
+from tests.mqtt_device import Device
+from tests.polling import until as wait
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway.test_mqtt import Device
 from tests.image.conftest import IMAGE_OUT, Box
+from tests.mqtt_device import Device
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from appliance.router.envelope import Envelope
+from appliance.envelope import Envelope
 from appliance.security.cipher import DataKeyring, FieldCipher
 from appliance.store.db import connect
 from appliance.store.messages import MessageRecord, MessageStore

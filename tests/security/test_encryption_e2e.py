@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from appliance.config import load
-from appliance.security.rekey import rotate_data_key
+from appliance.store.rekey import rotate_data_key
 from tests.conftest import Appliance, _start
 from tests.security.stores import database_bytes, write_v1_database
 

@@ -10,7 +10,8 @@ from cryptography.exceptions import InvalidSignature
 
 from appliance.security.signing import verify_event
 from tests.conftest import Appliance
-from tests.gateway.test_mqtt import Device, wait
+from tests.mqtt_device import Device
+from tests.polling import until as wait
 from tests.security.conftest import cli, crafted, jwks, operator_token
 
 pytestmark = pytest.mark.e2e

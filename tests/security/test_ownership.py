@@ -9,6 +9,7 @@ import pytest
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient
+from appliance.router.admission import ConversationForbidden
 from appliance.router.hub import Hub
 from appliance.router.pipeline import Pipeline
 from appliance.store.messages import ForbiddenConversation, MessageStore, UnknownMessage
@@ -80,8 +81,8 @@ def test_the_pipeline_passes_the_refusal_on_and_stores_nothing(
     store.accept(envelope("m1", principal="alice"))
 
     async def submit() -> None:
-        await pipeline.submit(envelope("m2", text="intruder", principal="bob"))
+        pipeline.admit(envelope("m2", text="intruder", principal="bob"), "bob")
 
-    with pytest.raises(ForbiddenConversation):
+    with pytest.raises(ConversationForbidden):
         asyncio.run(submit())
     assert [r.id for r in store.pending()] == ["m1"]

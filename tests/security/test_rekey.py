@@ -11,15 +11,15 @@ import pytest
 from appliance.config import PathsSettings, Settings
 from appliance.gateway.mqtt.persistence import BrokerState
 from appliance.security.cipher import CipherError, FieldCipher
-from appliance.security.rekey import (
+from appliance.store.db import connect, data_keys_path, open_cipher
+from appliance.store.messages import MessageStore
+from appliance.store.rekey import (
     drop_unused_keys,
     reencrypt,
     rekey_forever,
     rotate_data_key,
     stale,
 )
-from appliance.store.db import connect, data_keys_path, open_cipher
-from appliance.store.messages import MessageStore
 from tests.security.stores import (
     answer,
     database_bytes,

@@ -72,7 +72,7 @@ def test_doctor_passes_a_box_with_default_security(tmp_path: Path) -> None:
 
 def test_doctor_flags_encrypted_records_whose_key_file_is_gone(tmp_path: Path) -> None:
     from appliance.config import load
-    from appliance.router.envelope import Envelope
+    from appliance.envelope import Envelope
     from appliance.store.db import connect, open_cipher
     from appliance.store.messages import MessageStore
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.daemon import Record, Service, ServiceError, Stopped, group_members, is_ours
+from tests.polling import until
 
 SLEEPER = "import time; time.sleep(120)"
 # A supervisor stand-in that starts a child in its own process group, then waits.
@@ -30,13 +31,6 @@ def fake(code: str) -> list[str]:
 @pytest.fixture
 def service(tmp_path: Path) -> Service:
     return Service(tmp_path / "run", tmp_path / "log")
-
-
-def wait_for(condition, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
 
 
 def test_start_records_a_detached_process_and_stop_ends_it(service: Service) -> None:
@@ -99,9 +93,9 @@ def test_garbage_in_the_pidfile_is_not_running(service: Service) -> None:
 
 def test_children_left_by_a_killed_supervisor_are_ended(service: Service) -> None:
     record, _ = service.start(fake(PARENT), "1")
-    wait_for(lambda: len(group_members(record.pid)) == 2)
+    until(lambda: len(group_members(record.pid)) == 2)
     os.kill(record.pid, signal.SIGKILL)
-    wait_for(lambda: not is_ours(record))
+    until(lambda: not is_ours(record))
     orphan = [pid for pid in group_members(record.pid) if pid != record.pid]
     assert orphan and service.running() is None
     service.forget_stale()
@@ -112,7 +106,7 @@ def test_children_left_by_a_killed_supervisor_are_ended(service: Service) -> Non
 
 def test_stop_kills_what_ignores_sigterm(service: Service) -> None:
     record, _ = service.start(fake(STUBBORN), "1")
-    wait_for(lambda: "deaf now" in service.log_tail())
+    until(lambda: "deaf now" in service.log_tail())
     began = time.monotonic()
     assert service.stop(0.5) is Stopped.KILLED
     assert time.monotonic() - began < 5

@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ops.history import History, connect
 from tests.conftest import MODEL, Appliance
-from tests.gateway.test_mqtt import Device, wait
+from tests.mqtt_device import Device
+from tests.polling import until
 
 pytestmark = pytest.mark.e2e
 FAST_PROBES = {"APPLIANCE_SUPERVISOR__PROBE_INTERVAL_S": "1",
@@ -36,10 +37,6 @@ def events(box: Appliance, kind: str) -> list[dict[str, Any]]:
 
 def supervisor_state(box: Appliance) -> dict[str, Any]:
     return json.loads((box.data_dir / "run" / "supervisor.json").read_text())
-
-
-def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    wait(condition, what, timeout)
 
 
 def ready(box: Appliance) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.router.envelope import Envelope
+from appliance.envelope import Envelope
 from appliance.store.db import connect
 from appliance.store.messages import MessageStore, UnknownMessage
 from appliance.store.states import InvalidTransition, MessageState

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance import __version__
-from appliance.update.release import release_json, running_version
+from appliance.update.release import release_json
+from appliance.version import running_version
 
 
 def test_a_box_booted_from_an_image_reports_its_release_file(tmp_path: Path) -> None:

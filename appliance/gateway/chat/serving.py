@@ -11,7 +11,7 @@ from typing import Any
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable, Generation
 from appliance.gateway.chat.protocol import ChatCompletionRequest
-from appliance.gateway.errors import APIError, draining_error
+from appliance.gateway.errors import APIError, refusal_error
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.router.drain import Drain, Draining
 
@@ -91,7 +91,7 @@ class ChatService:
         try:
             self.drain.check()
         except Draining as exc:
-            raise draining_error(exc) from None
+            raise refusal_error(exc) from None
         params = self._engine_params(request, f"chatcmpl-{uuid.uuid4().hex[:24]}")
         try:
             return await self.client.submit(params)

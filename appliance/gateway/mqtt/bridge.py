@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance.config import Settings
+from appliance.envelope import SAFE_ID, Envelope
 from appliance.gateway.mqtt.broker import ApplianceBroker
 from appliance.gateway.mqtt.persistence import BrokerState
 from appliance.gateway.mqtt.topics import (
@@ -31,12 +32,11 @@ from appliance.gateway.mqtt.topics import (
     request_topic,
     topic_client_id,
 )
-from appliance.router.drain import Draining
-from appliance.router.envelope import SAFE_ID, Envelope
+from appliance.router.admission import Refused, refusal_event
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
 from appliance.store.db import connect
-from appliance.store.messages import ForbiddenConversation, UnknownMessage
+from appliance.store.messages import MessageRecord, UnknownMessage
 from appliance.store.states import FINISHED
 
 log = logging.getLogger(__name__)
@@ -176,30 +176,26 @@ class MqttBridge:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "payload"
             return _refusal(message_id, "invalid_message", f"{field}: {first['msg']}")
-        text_limit = self.settings.chat.max_text_chars
-        if not request.text.strip() or len(request.text) > text_limit:
-            return _refusal(request.id, "invalid_message",
-                            f"text must be 1 to {text_limit} characters and not blank")
         conversation = request.conversation or client_id
         principal = client_id if self.access is not None else None
-        forbidden = _refusal(request.id, "forbidden",
-                             f"conversation {conversation!r} belongs to another device")
-        if not self.pipeline.store.may_read(conversation, principal):
-            return forbidden
-        self._members.setdefault(conversation, set()).add(client_id)
-        self._remember(conversation, request.id, client_id)
+        envelope = Envelope(id=request.id, conversation=conversation, channel="mqtt",
+                            sender=client_id, reply_to=client_id, text=request.text,
+                            principal=principal)
+
+        def stored(record: MessageRecord, created: bool) -> None:
+            self._joined(conversation, record.id, client_id)
+            answer({"record": record, "created": created})
+
         try:
-            self.pipeline.accept(
-                Envelope(id=request.id, conversation=conversation, channel="mqtt",
-                         sender=client_id, reply_to=client_id, text=request.text,
-                         principal=principal),
-                before_processing=lambda record, created: answer(
-                    {"record": record, "created": created}))
-        except ForbiddenConversation:
-            return forbidden
-        except Draining as exc:
-            return _refusal(request.id, "draining", str(exc))
+            self.pipeline.admit(envelope, principal, before_processing=stored)
+        except Refused as refused:
+            return {"error": refusal_event(refused, request.id)}
         return None
+
+    def _joined(self, conversation: str, message_id: str, client_id: str) -> None:
+        """The device takes part in the conversation: replies go to every member."""
+        self._members.setdefault(conversation, set()).add(client_id)
+        self._remember(conversation, message_id, client_id)
 
     async def _answer(self, client_id: str, outcome: dict[str, Any]) -> None:
         if "error" in outcome:
@@ -223,7 +219,7 @@ class MqttBridge:
             return  # an error about a payload that was never stored
         if record.channel == "mqtt" and record.reply_to != client_id:
             return  # another member of the conversation got it; the origin has not
-        self.pipeline.store.mark_delivered(record, note=f"mqtt PUBACK from {client_id}")
+        self.pipeline.delivered(record, note=f"mqtt PUBACK from {client_id}")
 
     async def subscribed(self, client_id: str, topic_filter: str) -> None:
         """A device subscribed to its replies: send what it has not acknowledged yet."""

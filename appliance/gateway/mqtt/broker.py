@@ -206,7 +206,7 @@ class ApplianceBroker(Broker):
         self.state = state
         self._flushes: set[asyncio.Future[None]] = set()
 
-    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:  # type: ignore[override]
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
         """The gateway's context (TLS 1.3 only, reloaded on rotation), not amqtt's own."""
         if self.ssl_context is None:
             raise ValueError("an MQTT listener asks for TLS but the gateway has no TLS context")
@@ -303,7 +303,7 @@ class ApplianceBroker(Broker):
                 await writer.close()
             raise MQTTError(str(exc)) from exc
         refusal = None
-        if not await super()._authenticate(incoming, None):  # type: ignore[arg-type]
+        if not await super()._authenticate(incoming, None):
             refusal = "not authorized"
         elif incoming.will_flag and not self._will_allowed(incoming):
             refusal = f"will on {incoming.will_topic!r} not allowed"
@@ -316,7 +316,7 @@ class ApplianceBroker(Broker):
                 await writer.close()
             raise MQTTError(f"client {incoming.client_id!r}: {refusal}")
         session = await self._adopt(incoming)
-        session.appliance_authenticated = True  # type: ignore[attr-defined]
+        session.appliance_authenticated = True
         for name in ("appliance_scopes", "appliance_jti", "appliance_exp"):
             setattr(session, name, getattr(incoming, name, None))
         if session.keep_alive > 0:  # set afresh from CONNECT each time: no compounding

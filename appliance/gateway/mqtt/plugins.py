@@ -57,9 +57,9 @@ class DeviceAuth(BaseAuthPlugin):
             access.refused("mqtt", peer, "identity",
                            f"client id must be the token's subject {claims.sub!r}")
             return False
-        session.appliance_scopes = claims.scopes  # type: ignore[attr-defined]
-        session.appliance_jti = claims.jti  # type: ignore[attr-defined]
-        session.appliance_exp = claims.exp  # type: ignore[attr-defined]
+        session.appliance_scopes = claims.scopes
+        session.appliance_jti = claims.jti
+        session.appliance_exp = claims.exp
         return True
 
 

@@ -24,7 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from appliance.cli_security import ConfigOption, _settings, fail
+from appliance.cli.common import ConfigOption, fail
+from appliance.cli.common import load_settings as _settings
 from appliance.update.errors import UpdateRefused
 
 update_app = typer.Typer(no_args_is_help=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import ssl
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +22,8 @@ from rich.markup import escape
 
 import appliance
 from appliance import config as config_module
-from appliance.cli_security import ConfigOption, _settings, fail
+from appliance.cli.common import ConfigOption, fail
+from appliance.cli.common import load_settings as _settings
 from selfheal.daemon import Record, Service, ServiceError, Stopped
 
 service_app = typer.Typer(no_args_is_help=True,
@@ -48,18 +48,13 @@ def _readyz(settings: config_module.Settings) -> Callable[[], bool]:
     CA when TLS is on (read at each try: ``up`` creates it on a first start)."""
     import httpx
 
-    from appliance.security.pki import tls_files
+    from appliance.local_gateway import local_gateway
 
-    tls = settings.security.tls
-    ca = tls_files(settings.paths.secrets_dir).ca_cert
-    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-    host = f"[{host}]" if ":" in host else host
-    url = f"{'https' if tls else 'http'}://{host}:{settings.http.port}/readyz"
+    gateway = local_gateway(settings)
+    url = gateway.url("/readyz")
 
     def ready() -> bool:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if tls \
-            else True
-        return httpx.get(url, verify=verify, timeout=2).status_code == 200
+        return httpx.get(url, verify=gateway.verify(), timeout=2).status_code == 200
 
     return ready
 

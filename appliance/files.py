@@ -1,7 +1,9 @@
-"""Writes that survive a crash at any instant: temporary file, fsync, rename, fsync the folder.
+"""The one way files are replaced: temporary file, fsync, rename, fsync the folder, so a
+reader sees the old content or the new and a crash at any instant leaves one of them.
 
 Temporary names start with a dot and end in ``.tmp``: systemd-boot ignores dot files and
-anything not ending in ``.conf``, so a half-written entry is never a boot choice.
+anything not ending in ``.conf``, so a half-written entry is never a boot choice, and folder
+listings (restart requests, releases) skip them.
 """
 
 from __future__ import annotations
@@ -24,18 +26,31 @@ def scratch_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Readers see the old content or the new, never a part; durable when this returns."""
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, *,
+                 durable: bool = True) -> None:
+    """Readers see the old content or the new, never a part. ``durable``: on disk when this
+    returns (fsync of the file and its folder); off for the run folder's short-lived state,
+    which lives in memory on the box and is rewritten every few seconds."""
+    if isinstance(data, str):
+        data = data.encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = scratch_path(path)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # writers in two processes
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+        os.fchmod(fd, mode)  # the umask does not loosen nor tighten what was asked for
+    except BaseException:
         os.close(fd)
+        scratch.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.replace(scratch, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def rename_durable(source: Path, target: Path) -> None:

@@ -6,47 +6,23 @@ other line goes to stderr.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from appliance import config as config_module
+from appliance.cli.common import ConfigOption, err_console, fail
+from appliance.cli.common import load_settings as _settings
+from appliance.durations import parse_duration
 from appliance.security.integrations import Integrations
 
 certs_app = typer.Typer(no_args_is_help=True, help="TLS: local CA, server and client certs.")
 token_app = typer.Typer(no_args_is_help=True, help="Signed access tokens (JWT, EdDSA).")
 keys_app = typer.Typer(no_args_is_help=True, help="Token-signing and data-encryption keys.")
-console = Console(stderr=True)
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file.")]
-DURATION = re.compile(r"^(\d+)([smhd]?)$")
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    return typer.Exit(2)
-
-
-def _settings(path: Path | None) -> config_module.Settings:
-    try:
-        return config_module.load(path).settings
-    except config_module.ConfigError as exc:
-        raise fail(str(exc)) from None
-
-
-def parse_duration(text: str) -> int:
-    """``90d``, ``12h``, ``30m``, ``45s`` or plain seconds."""
-    match = DURATION.match(text.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"duration {text!r}: use a positive number with s, m, h or d")
-    return int(match.group(1)) * UNITS[match.group(2)]
+console = err_console  # tokens alone on stdout (print), every other line on stderr
 
 
 @certs_app.command("init")
@@ -223,7 +199,7 @@ def keys_rotate(signing: Annotated[bool, typer.Option(
     from rich.progress import Progress
 
     from appliance.security.cipher import CipherError
-    from appliance.security.rekey import rotate_data_key
+    from appliance.store.rekey import rotate_data_key
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("re-encrypting", total=None)

@@ -1,0 +1,57 @@
+"""``appliance doctor``: what the box found and chose, and what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from appliance.cli.common import ConfigOption, console
+from appliance.cli.common import load as _load
+from appliance.cli.models import print_models as _print_models
+
+doctor_app = typer.Typer()
+
+
+@doctor_app.command()
+def doctor(config: ConfigOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
+           ) -> None:
+    """Report devices, memory, the device choice and why, models, cache and risks."""
+    from appliance.doctor import examine
+
+    report = examine(_load(config))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        raise typer.Exit(0 if report.ok else 1)
+    console.print(f"[bold]Configuration[/bold] {report.config_file}"
+                  f"{'' if report.config_file_exists else ' (absent: defaults)'}")
+    table = Table("device", "name", title="OpenVINO devices")
+    for device in report.devices:
+        table.add_row(device["device"], device["name"])
+    console.print(table)
+    mem = report.memory
+    console.print(f"[bold]Memory[/bold] {mem['available_bytes'] / 2**30:.1f} GiB available of "
+                  f"{mem['total_bytes'] / 2**30:.1f} GiB")
+    if report.plan:
+        plan = report.plan
+        console.print(f"[bold]Device[/bold] setting {plan['setting']} -> [green]{plan['chosen']}"
+                      f"[/green] ({plan['pipeline']}): {plan['reason']}")
+        for rejected in plan["rejected"]:
+            console.print(f"  passed over {rejected['device']}: {rejected['why']}")
+    _print_models(report.models)
+    cache = report.cache
+    console.print(f"[bold]Compiled-model cache[/bold] {cache['path']}: {cache['files']} files, "
+                  f"{cache['bytes'] / 2**20:.1f} MiB ({'warm' if cache['warm'] else 'cold'})")
+    colours = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for finding in report.findings:
+        colour = colours[finding.level]
+        console.print(f"[{colour}]{finding.level}[/{colour}]: {escape(finding.message)}")
+    if report.ok:
+        console.print("[green]no problems found[/green]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
