@@ -30,7 +30,8 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, *,
                  durable: bool = True) -> None:
     """Readers see the old content or the new, never a part. ``durable``: on disk when this
     returns (fsync of the file and its folder); off for the run folder's short-lived state,
-    which lives in memory on the box and is rewritten every few seconds."""
+    rewritten every few seconds and true only of the running processes, where losing the
+    last write to a crash costs nothing."""
     if isinstance(data, str):
         data = data.encode()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,12 @@
 """The run folder (``<data_dir>/run``): the files the box's processes leave for each other.
 This is the one place that names them; their formats are typed where they are written
-(:mod:`ops.pressure`, :mod:`selfheal.state_file`)."""
+(:mod:`ops.pressure`, :mod:`selfheal.state_file`). ``appliance service``'s own pidfile and
+lock are :class:`selfheal.daemon.Service`'s, which owns them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from selfheal.daemon import LOCKFILE as SERVICE_LOCKFILE
-from selfheal.daemon import PIDFILE as SERVICE_PIDFILE
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,3 @@ class RunDir:
     @property
     def engine_socket(self) -> Path:
         return self.path / "engine.sock"
-
-    @property
-    def service_pidfile(self) -> Path:
-        """``appliance service start``'s record of the background appliance."""
-        return self.path / SERVICE_PIDFILE
-
-    @property
-    def service_lock(self) -> Path:
-        return self.path / SERVICE_LOCKFILE

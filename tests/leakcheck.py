@@ -86,10 +86,6 @@ def processes_pointing_into(folder: Path) -> list[Leftover]:
     return found
 
 
-def leftover_processes(base: Path) -> list[Leftover]:
-    return processes_pointing_into(base)
-
-
 def stop_processes(processes: list[Leftover], grace_s: float = 2.0) -> None:
     """SIGTERM, a grace period, then SIGKILL for whatever is still there."""
     pids = [int(item.name) for item in processes if item.kind == "process"]
@@ -158,7 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)  # after the fixtures' own teardown (runner's sessionfinish)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     base = _state.get("base")
-    leftovers = (leftover_processes(base) if base else []) + leftover_network()
+    leftovers = (processes_pointing_into(base) if base else []) + leftover_network()
     if not leftovers:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

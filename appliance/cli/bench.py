@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from appliance.cli.common import ConfigOption, console, err_console
-from appliance.cli.common import load as _load
-from appliance.cli.common import setup_logging as _setup_logging
+from appliance.cli.common import ConfigOption, console, err_console, load, setup_logging
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results in bench/results/).")
 
@@ -25,8 +23,8 @@ def bench_engine(config: ConfigOption = None,
     """Engine benchmark: TTFT, tokens/s at 1/4/8 streams, direct and through HTTP, peak RSS."""
     from bench.engine import run
 
-    settings = _load(config).settings
-    _setup_logging()
+    settings = load(config).settings
+    setup_logging()
     run(settings, tokens=tokens, out=out, console=console, rounds=rounds)
 
 
@@ -39,8 +37,8 @@ def bench_mqtt(config: ConfigOption = None,
     """Broker throughput (vs mosquitto when installed) and pipeline latency with a skill."""
     from bench.mqtt import run
 
-    settings = _load(config).settings
-    _setup_logging()
+    settings = load(config).settings
+    setup_logging()
     run(settings, count=messages, rounds=rounds, out=out, console=console)
 
 
@@ -53,8 +51,8 @@ def bench_ov_settings(config: ConfigOption = None,
     """Single- and 8-stream decode speed under OpenVINO setting variants, vs the default."""
     from bench.ov_settings import run
 
-    settings = _load(config).settings
-    _setup_logging()
+    settings = load(config).settings
+    setup_logging()
     run(settings, tokens=tokens, rounds=rounds, out=out, console=console)
 
 
@@ -67,7 +65,7 @@ def bench_security(config: ConfigOption = None,
     """Cost of JWT verification, signatures and TLS 1.3 on real gateway requests."""
     from bench.security import run
 
-    settings = _load(config).settings
+    settings = load(config).settings
     run(settings, n=n, rounds=rounds, out=out, console=console)
 
 
@@ -80,7 +78,7 @@ def bench_anomaly(config: ConfigOption = None,
     """Anomaly detector quality: precision, recall, false events/day on faulted traces."""
     from bench.anomaly import run
 
-    settings = _load(config).settings
+    settings = load(config).settings
     result = run(settings, days=days, seed=seed, out=out, console=console)
     raise typer.Exit(0 if all(result["targets_met"].values()) else 1)
 

@@ -11,8 +11,7 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from appliance import config as config_module
-from appliance.cli.common import ConfigOption, console
-from appliance.cli.common import load as _load
+from appliance.cli.common import ConfigOption, console, load
 
 config_app = typer.Typer(no_args_is_help=True, help="Effective configuration.")
 
@@ -21,7 +20,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Effective configuration.")
 def config_show(config: ConfigOption = None,
                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every setting's effective value and where it came from (env, file or default)."""
-    loaded = _load(config)
+    loaded = load(config)
     rows = list(config_module.describe(loaded))
     if as_json:
         print(json.dumps({"file": str(loaded.path), "settings": {
@@ -46,7 +45,7 @@ def config_timesyncd(config: ConfigOption = None,
     """systemd-timesyncd's settings from [time]: the image's firstboot writes them."""
     from appliance.system.clock import timesyncd_conf
 
-    text = timesyncd_conf(_load(config).settings.time)
+    text = timesyncd_conf(load(config).settings.time)
     if write is None:
         print(text, end="")
         return

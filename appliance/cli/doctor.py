@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from appliance.cli.common import ConfigOption, console
-from appliance.cli.common import load as _load
+from appliance.cli.common import ConfigOption, console, load
 from appliance.cli.models import print_models as _print_models
 
 doctor_app = typer.Typer()
@@ -23,7 +22,7 @@ def doctor(config: ConfigOption = None,
     """Report devices, memory, the device choice and why, models, cache and risks."""
     from appliance.doctor import examine
 
-    report = examine(_load(config))
+    report = examine(load(config))
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
         raise typer.Exit(0 if report.ok else 1)

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from appliance.cli.common import ConfigOption, console, err_console
-from appliance.cli.common import load as _load
+from appliance.cli.common import ConfigOption, console, err_console, load
 
 messages_app = typer.Typer(no_args_is_help=True, help="Messages in the durable store.")
 
@@ -26,7 +25,7 @@ def messages_show(message_id: Annotated[str, typer.Argument(help="The sender's m
     from appliance.store.db import connect, open_cipher
     from appliance.store.messages import MessageStore
 
-    settings = _load(config).settings
+    settings = load(config).settings
     if not settings.paths.database.exists():
         err_console.print(f"[red]error:[/red] no database at {settings.paths.database}")
         raise typer.Exit(2)

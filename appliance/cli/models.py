@@ -9,9 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from appliance.cli.common import ConfigOption, console, err_console
-from appliance.cli.common import load as _load
-from appliance.cli.common import setup_logging as _setup_logging
+from appliance.cli.common import ConfigOption, console, err_console, load, setup_logging
 
 models_app = typer.Typer(no_args_is_help=True, help="Models on this box.")
 
@@ -32,7 +30,7 @@ def models_list(config: ConfigOption = None,
     from appliance.models import registry
     from appliance.models.default import DefaultModelMissing, link_default_model
 
-    settings = _load(config).settings
+    settings = load(config).settings
     try:
         link_default_model(settings.paths.models_dir)
     except DefaultModelMissing as exc:
@@ -57,8 +55,8 @@ def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")
     from appliance.models.default import DefaultModelMissing
     from appliance.models.registry import UnknownModel
 
-    settings = _load(config).settings
-    _setup_logging()
+    settings = load(config).settings
+    setup_logging()
     try:
         with console.status(f"preparing {model or settings.engine.model}"):
             entry, seconds = prepare_model(settings, model)

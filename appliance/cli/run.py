@@ -14,9 +14,7 @@ import typer
 from rich.markup import escape
 
 from appliance import config as config_module
-from appliance.cli.common import ConfigOption, console, err_console
-from appliance.cli.common import load as _load
-from appliance.cli.common import setup_logging as _setup_logging
+from appliance.cli.common import ConfigOption, console, err_console, load, setup_logging
 
 run_app = typer.Typer()
 
@@ -34,7 +32,7 @@ def up(config: ConfigOption = None) -> None:
     from selfheal.policy import Backoff
     from selfheal.supervisor import ProbeSettings, Supervisor
 
-    loaded = _load(config)
+    loaded = load(config)
     settings = loaded.settings
     _check_secure_enough(settings)
     _check_port_free(settings.http.host, settings.http.port, "http.port")
@@ -42,7 +40,7 @@ def up(config: ConfigOption = None) -> None:
         _check_port_free(settings.mqtt.host, settings.mqtt.port, "mqtt.port")
         if settings.mqtt.ws_port:
             _check_port_free(settings.mqtt.host, settings.mqtt.ws_port, "mqtt.ws_port")
-    _setup_logging()
+    setup_logging()
     sup = settings.supervisor
 
     def backoff() -> Backoff:
@@ -58,7 +56,7 @@ def up(config: ConfigOption = None) -> None:
         escalation_hook=sup.escalation_hook, cooldown_s=sup.crash_loop_cooldown_s,
         state_file=settings.paths.run.supervisor_state,
         control_dir=settings.paths.run.restart_requests, on_event=_event_sink(settings))
-    settings.paths.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.paths.run.ensure()
     asyncio.run(supervisor.run(announce))
 
 
@@ -101,8 +99,8 @@ def selfheal(config: ConfigOption = None,
     from selfheal.systemd import SystemdSelfheal, Watched
     from selfheal.systemd import escalate as run_escalation
 
-    settings = _load(config).settings
-    _setup_logging()
+    settings = load(config).settings
+    setup_logging()
     sup = settings.supervisor
     sink = _event_sink(settings)
     if escalate:
@@ -238,8 +236,8 @@ def engine(config: ConfigOption = None,
     from appliance.engine.loader import EngineStartError
     from appliance.engine.server import AlreadyRunning, serve
 
-    settings = _load(config).settings
-    _setup_logging(verbose)
+    settings = load(config).settings
+    setup_logging(verbose)
     try:
         uvloop.run(serve(settings))
     except (EngineStartError, AlreadyRunning) as exc:
@@ -253,9 +251,9 @@ def gateway(config: ConfigOption = None) -> None:
     from appliance.gateway.app import serve
     from appliance.security.pki import PkiError
 
-    settings = _load(config).settings
+    settings = load(config).settings
     _refuse_if_exposed(settings)
-    _setup_logging()
+    setup_logging()
     try:
         serve(settings)
     except PkiError as exc:
@@ -268,8 +266,8 @@ def ops(config: ConfigOption = None) -> None:
     """Run the ops daemon (metrics history, pressure, leaks, anomalies, benchmarks)."""
     from ops.daemon import serve
 
-    settings = _load(config).settings
-    _setup_logging()
+    settings = load(config).settings
+    setup_logging()
     serve(settings)
 
 

@@ -14,8 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from appliance.cli.common import ConfigOption, err_console, fail
-from appliance.cli.common import load_settings as _settings
+from appliance.cli.common import ConfigOption, err_console, fail, load_settings
 from appliance.durations import parse_duration
 from appliance.security.integrations import Integrations
 
@@ -33,7 +32,7 @@ def certs_init(hosts: Annotated[list[str] | None, typer.Option(
     """Create the local CA and the server certificate."""
     from appliance.security.pki import PkiError, init_ca, issue_server, tls_files
 
-    files = tls_files(_settings(config).paths.secrets_dir)
+    files = tls_files(load_settings(config).paths.secrets_dir)
     try:
         init_ca(files, force=force)
         names = issue_server(files, hosts or [])
@@ -49,7 +48,7 @@ def certs_renew(hosts: Annotated[list[str] | None, typer.Option("--host")] = Non
     """Issue a fresh server certificate; a running gateway picks it up without a restart."""
     from appliance.security.pki import PkiError, issue_server, tls_files
 
-    files = tls_files(_settings(config).paths.secrets_dir)
+    files = tls_files(load_settings(config).paths.secrets_dir)
     try:
         names = issue_server(files, hosts or [])
     except PkiError as exc:
@@ -65,7 +64,7 @@ def certs_client(name: Annotated[str, typer.Argument(help="Device or user name (
     from appliance.security.pki import PkiError, issue_client, tls_files
 
     try:
-        cert, key = issue_client(tls_files(_settings(config).paths.secrets_dir), name, days)
+        cert, key = issue_client(tls_files(load_settings(config).paths.secrets_dir), name, days)
     except PkiError as exc:
         raise fail(str(exc)) from None
     console.print(f"certificate {cert}\nkey {key}")
@@ -76,7 +75,7 @@ def certs_show(config: ConfigOption = None) -> None:
     """Certificates on this box and when they expire."""
     from appliance.security.pki import inspect, tls_files
 
-    files = tls_files(_settings(config).paths.secrets_dir)
+    files = tls_files(load_settings(config).paths.secrets_dir)
     table = Table("file", "subject", "expires", "days left")
     for path in sorted(files.root.rglob("*.crt")) if files.root.exists() else []:
         info = inspect(path)
@@ -97,7 +96,7 @@ def token_issue(sub: Annotated[str, typer.Option(help="Subject: device id or use
     from appliance.security.access import signing_keys
     from appliance.security.tokens import issue
 
-    settings = _settings(config)
+    settings = load_settings(config)
     try:
         ttl_s = parse_duration(ttl)
         keys = signing_keys(settings)
@@ -121,7 +120,7 @@ def token_revoke(token_or_jti: Annotated[str, typer.Argument(help="The token, or
     from appliance.security.replay import ReplayGuard
     from appliance.store.db import connect
 
-    settings = _settings(config)
+    settings = load_settings(config)
     jti, expires = token_or_jti, time.time() + 10 * 365 * 86400
     if token_or_jti.count(".") == 2:
         try:
@@ -147,7 +146,7 @@ def keys_init(certs: Annotated[bool, typer.Option(
     from appliance.security.pki import PkiError, init_ca, issue_server, tls_files
     from appliance.store.db import open_cipher
 
-    settings = _settings(config)
+    settings = load_settings(config)
     kid = signing_keys(settings).ensure()
     cipher = open_cipher(settings)
     console.print(f"signing key {kid}; data key "
@@ -167,7 +166,7 @@ def keys_list(config: ConfigOption = None) -> None:
     """Key ids: which signs tokens, which encrypts new data."""
     from appliance.security.access import signing_keys
 
-    settings = _settings(config)
+    settings = load_settings(config)
     keys = signing_keys(settings)
     if keys.exists():
         active = keys.active_kid()
@@ -191,7 +190,7 @@ def keys_rotate(signing: Annotated[bool, typer.Option(
     until they expire or 'keys retire' removes it)."""
     from appliance.security.access import signing_keys
 
-    settings = _settings(config)
+    settings = load_settings(config)
     if signing:
         kid = signing_keys(settings).create()
         console.print(f"new signing key {kid}")
@@ -220,7 +219,7 @@ def keys_retire(kid: Annotated[str, typer.Argument(help="A signing key id.")],
     from appliance.security.tokens import KeyringError
 
     try:
-        signing_keys(_settings(config)).retire(kid)
+        signing_keys(load_settings(config)).retire(kid)
     except KeyringError as exc:
         raise fail(str(exc)) from None
     console.print(f"retired {kid}")
@@ -231,7 +230,7 @@ webhook_app = typer.Typer(no_args_is_help=True,
 
 
 def _integrations(config: Path | None) -> Integrations:
-    return Integrations(_settings(config).paths.secrets_dir / "webhooks")
+    return Integrations(load_settings(config).paths.secrets_dir / "webhooks")
 
 
 @webhook_app.command("add")

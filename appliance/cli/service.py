@@ -22,8 +22,7 @@ from rich.markup import escape
 
 import appliance
 from appliance import config as config_module
-from appliance.cli.common import ConfigOption, fail
-from appliance.cli.common import load_settings as _settings
+from appliance.cli.common import ConfigOption, fail, load_settings
 from selfheal.daemon import Record, Service, ServiceError, Stopped
 
 service_app = typer.Typer(no_args_is_help=True,
@@ -64,7 +63,7 @@ def _describe(record: Record) -> str:
 
 
 def _start(config: ConfigOption, wait_ready: float) -> None:
-    settings = _settings(config)
+    settings = load_settings(config)
     path = config_module.config_path(config).resolve()
     service = _service(settings)
     argv = [sys.executable, "-m", "appliance", "up", "--config", str(path)]
@@ -85,7 +84,7 @@ def _start(config: ConfigOption, wait_ready: float) -> None:
 
 
 def _stop(config: ConfigOption, timeout: float | None) -> None:
-    settings = _settings(config)
+    settings = load_settings(config)
     if timeout is None:
         timeout = settings.supervisor.stop_timeout_s + STOP_MARGIN_S
     try:
@@ -122,7 +121,7 @@ def service_restart(config: ConfigOption = None, wait_ready: WaitOption = 0,
 def service_status(config: ConfigOption = None,
                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Running or not, pid, version, uptime; exit 0 when running, 3 when not."""
-    service = _service(_settings(config))
+    service = _service(load_settings(config))
     record = service.running()
     if record is None:
         with contextlib.suppress(OSError):  # a read-only run directory: report all the same

@@ -24,8 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from appliance.cli.common import ConfigOption, fail
-from appliance.cli.common import load_settings as _settings
+from appliance.cli.common import ConfigOption, fail, load_settings
 from appliance.update.errors import UpdateRefused
 
 update_app = typer.Typer(no_args_is_help=True,
@@ -59,7 +58,7 @@ def update_install(bundle: Annotated[Path, typer.Argument(help="The .bundle file
     """Verify a bundle and install it into the slot that is not running (one trial boot)."""
     from appliance.update.install import install_bundle
 
-    settings = _settings(config)
+    settings = load_settings(config)
     try:
         with _progress() as report:
             done = install_bundle(settings, bundle, force=force, progress=report)
@@ -79,7 +78,7 @@ def update_confirm(config: ConfigOption = None) -> None:
     from appliance.update.confirm import confirm_boot
 
     try:
-        result = confirm_boot(_settings(config))
+        result = confirm_boot(load_settings(config))
     except UpdateRefused as exc:
         raise fail(str(exc)) from None
     console.print(f"{result.outcome}: {escape(result.message)}", highlight=False)
@@ -100,7 +99,7 @@ def update_rollback(reboot: Annotated[bool, typer.Option(
     install that has not booted yet is cancelled instead."""
     from appliance.update.rollback import roll_back
 
-    settings = _settings(config)
+    settings = load_settings(config)
     try:
         done = roll_back(settings, trial_only=trial_only)
     except UpdateRefused as exc:
@@ -119,7 +118,7 @@ def update_status(config: ConfigOption = None,
     """Running slot and version, each slot's boot entry, what boots next, pending install."""
     from appliance.update.status import status
 
-    found = status(_settings(config))
+    found = status(load_settings(config))
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -236,7 +235,7 @@ def update_release_verify(
     from appliance.update import signing
     from appliance.update.release_bundle import check_installable, verify_release_bundle
 
-    directory = keyring if keyring is not None else _settings(config).update.keyring_dir
+    directory = keyring if keyring is not None else load_settings(config).update.keyring_dir
     if not bundle.is_file():
         raise fail(f"{bundle}: no such file")
     try:
