@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from selfheal.policy import Backoff, CrashLoop
 from selfheal.probes import Probe
@@ -41,7 +41,20 @@ from selfheal.states import ProcessState, transition
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[str, str, str, str, str], None]  # kind, source, severity, reason, action
+
+
+@dataclass(frozen=True)
+class SupervisionEvent:
+    """What a supervisor did and why, for the ops history and for people."""
+
+    kind: Literal["restart", "hang", "crash_loop", "cooldown_retry"]
+    source: str  # the service
+    severity: Literal["warning", "critical"]
+    reason: str
+    action: str
+
+
+EventSink = Callable[[SupervisionEvent], None]
 
 
 @dataclass
@@ -171,8 +184,8 @@ class Supervisor:
                 child.restart_requested = ""
                 child.requested_restarts += 1
                 child.move(ProcessState.BACKOFF, f"restarted on request: {requested}")
-                self._event("restart", name, "warning", f"graceful restart: {requested}",
-                            "restarted")
+                self._event(SupervisionEvent("restart", name, "warning",
+                                             f"graceful restart: {requested}", "restarted"))
                 self._save()
                 continue
             child.restarts += 1
@@ -184,7 +197,7 @@ class Supervisor:
             delay = child.backoff.next_delay(uptime)
             reason = f"exited with {code} after {uptime:.1f} s; restarting in {delay:.1f} s"
             child.move(ProcessState.BACKOFF, reason)
-            self._event("restart", name, "warning", reason, "restarted")
+            self._event(SupervisionEvent("restart", name, "warning", reason, "restarted"))
             self._save()
             await asyncio.sleep(delay)
 
@@ -214,7 +227,8 @@ class Supervisor:
                           f"({settings.timeout_s:.0f} s deadline each): hung")
                 log.error("%s: %s; killing pid %s", spec.name, reason,
                           child.process.pid if child.process else "?")
-                self._event("hang", spec.name, "critical", reason, "killed and restarted")
+                self._event(SupervisionEvent("hang", spec.name, "critical", reason,
+                                             "killed and restarted"))
                 if child.process is not None and child.process.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         child.process.kill()
@@ -234,7 +248,7 @@ class Supervisor:
         child.move(ProcessState.FAILED, reason)
         log.error("%s: %s", child.spec.name, reason)
         action = self._escalate(child, reason)
-        self._event("crash_loop", child.spec.name, "critical", reason, action)
+        self._event(SupervisionEvent("crash_loop", child.spec.name, "critical", reason, action))
         self._save()
 
     async def _cool_down(self, child: Child) -> bool:
@@ -253,7 +267,8 @@ class Supervisor:
         child.backoff.failures = 0
         reason = f"cool-down of {self.cooldown_s:.0f} s after a crash loop is over: starting again"
         log.warning("%s: %s", child.spec.name, reason)
-        self._event("cooldown_retry", child.spec.name, "warning", reason, "started again")
+        self._event(SupervisionEvent("cooldown_retry", child.spec.name, "warning", reason,
+                                     "started again"))
         return True
 
     def _escalate(self, child: Child, reason: str) -> str:
@@ -307,12 +322,12 @@ class Supervisor:
                 if any(c.spec.name == path.name for c in self.children):
                     self.request_restart(path.name, reason)
 
-    def _event(self, kind: str, source: str, severity: str, reason: str, action: str) -> None:
+    def _event(self, event: SupervisionEvent) -> None:
         if self.on_event is not None:
             try:
-                self.on_event(kind, source, severity, reason, action)
+                self.on_event(event)
             except Exception:  # reporting must never stop supervision
-                log.exception("could not record a %s event for %s", kind, source)
+                log.exception("could not record a %s event for %s", event.kind, event.source)
 
     def _save(self) -> None:
         """supervisor.json: each child's state, for the collector and for people."""

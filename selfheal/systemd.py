@@ -22,7 +22,7 @@ from pathlib import Path
 
 from selfheal.notify import keep_alive, notifier
 from selfheal.probes import Probe
-from selfheal.supervisor import EventSink
+from selfheal.supervisor import EventSink, SupervisionEvent
 
 log = logging.getLogger(__name__)
 Runner = Callable[[list[str]], int]
@@ -79,8 +79,8 @@ class SystemdSelfheal:
                 reason = f"no answer to {service.failures} liveness probes: hung"
                 log.error("%s: %s; killing it (systemd restarts it)", service.unit, reason)
                 self.run(["kill", "--signal=SIGKILL", service.unit])
-                self.on_event("hang", service.name, "critical", reason, "killed; systemd "
-                              "restarts it")
+                self.on_event(SupervisionEvent("hang", service.name, "critical", reason,
+                                               "killed; systemd restarts it"))
                 service.failures = 0
         self._requests()
 
@@ -92,8 +92,8 @@ class SystemdSelfheal:
             path.unlink(missing_ok=True)
             if any(w.name == path.name for w in self.watched):
                 self.run(["restart", UNIT.format(path.name)])
-                self.on_event("restart", path.name, "warning", f"graceful restart: {reason}",
-                              "restarted")
+                self.on_event(SupervisionEvent("restart", path.name, "warning",
+                                               f"graceful restart: {reason}", "restarted"))
 
     async def _passes(self, probe: Probe) -> bool:
         try:
@@ -132,5 +132,5 @@ def escalate(unit: str, hook: str, on_event: EventSink, cooldown_s: float = 0.0,
         retry = run(retry_command(unit, cooldown_s))
         action += (f"; started again in {cooldown_s:.0f} s" if retry == 0
                    else f"; could not schedule a retry (systemd-run exit {retry})")
-    on_event("crash_loop", name, "critical", reason, action)
+    on_event(SupervisionEvent("crash_loop", name, "critical", reason, action))
     return code

@@ -8,12 +8,20 @@ from collections.abc import Callable
 WAIT_S = 120.0
 
 
-def until(condition: Callable[[], object], what: str = "the awaited condition",
-          timeout: float = WAIT_S, interval: float = 0.05) -> None:
-    """Return once ``condition()`` is true; TimeoutError naming ``what`` after ``timeout``."""
+def reached(condition: Callable[[], object], timeout: float = WAIT_S,
+            interval: float = 0.05) -> bool:
+    """Whether ``condition()`` became true within ``timeout``: for a test that reports what
+    is still missing itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
-            return
+            return True
         time.sleep(interval)
-    raise TimeoutError(f"no {what} within {timeout} s")
+    return False
+
+
+def until(condition: Callable[[], object], what: str = "the awaited condition",
+          timeout: float = WAIT_S, interval: float = 0.05) -> None:
+    """Return once ``condition()`` is true; TimeoutError naming ``what`` after ``timeout``."""
+    if not reached(condition, timeout, interval):
+        raise TimeoutError(f"no {what} within {timeout} s")

@@ -8,13 +8,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from appliance import config as config_module
 from appliance.cli.common import ConfigOption, console, err_console, load, setup_logging
+
+if TYPE_CHECKING:  # imported when run: the CLI starts without the supervisor's modules
+    from selfheal.supervisor import EventSink, SupervisionEvent
 
 run_app = typer.Typer()
 
@@ -113,15 +116,15 @@ def selfheal(config: ConfigOption = None,
     asyncio.run(healer.serve())
 
 
-def _event_sink(settings: config_module.Settings) -> Any:
+def _event_sink(settings: config_module.Settings) -> EventSink:
     """Supervisor events go to the ops history, beside the anomalies (and to the log)."""
     from ops.history import Event, History, connect
 
     history = History(connect(settings.paths.ops_database), settings.ops.history_hours * 3600)
 
-    def sink(kind: str, source: str, severity: str, reason: str, action: str) -> None:
-        history.add_event(Event(kind=kind, source=source, severity=severity, reason=reason,
-                                action=action))
+    def sink(event: SupervisionEvent) -> None:
+        history.add_event(Event(kind=event.kind, source=event.source, severity=event.severity,
+                                reason=event.reason, action=event.action))
 
     return sink
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from appliance.engine.detokenize import BatchDecode, advance_all
 from appliance.engine.jobs import Admission, Job, Load, generation_config
+from appliance.engine.protocol import ErrorCode, FinishReason
 
 log = logging.getLogger(__name__)
 
@@ -155,20 +156,20 @@ class ContinuousBatchingBackend:
             job.handle = self._pipeline.add_request(self._next_request, tensor, config)
         except Exception as exc:
             self._release()
-            job.event("error", code="invalid_request", message=f"engine refused the request: {exc}")
+            job.error("invalid_request", f"engine refused the request: {exc}")
             return
         self._next_request += 1
         self._jobs[job.params.id] = job
-        job.event("accepted", prompt_tokens=len(job.prompt_ids), max_tokens=job.max_new_tokens)
+        job.accepted()
 
     def _collect(self) -> None:
         import openvino_genai as og
 
         fresh: list[Job] = []
-        finished: list[tuple[Job, str | None]] = []
+        finished: list[tuple[Job, FinishReason | None]] = []
         for job in list(self._jobs.values()):
             handle = job.handle
-            finish_reason = None
+            finish_reason: FinishReason | None = None
             if handle.can_read():
                 for output in handle.read().values():
                     new_ids = list(output.generated_ids)
@@ -207,27 +208,20 @@ class ContinuousBatchingBackend:
             if final:
                 text += job.stop.flush()
             if text:
-                job.event("token", text=text, tokens=job.detok.token_count)
+                job.token(text)
 
     def _finish(
-        self, job: Job, finish_reason: str = "stop", error: tuple[str, str] | None = None
+        self, job: Job, finish_reason: FinishReason = "stop",
+        error: tuple[ErrorCode, str] | None = None
     ) -> None:
         self._jobs.pop(job.params.id, None)
         self._release()
         if error is not None:
-            job.event("error", code=error[0], message=error[1])
+            job.error(*error)
             return
         if not job.stop.stopped:
             self._emit_text([job], final=True)
-        now = time.monotonic()
-        job.event(
-            "done",
-            finish_reason=finish_reason,
-            prompt_tokens=len(job.prompt_ids),
-            completion_tokens=job.detok.token_count,
-            ttft_s=round((job.first_token or now) - job.submitted, 4),
-            total_s=round(now - job.submitted, 4),
-        )
+        job.done(finish_reason)
 
     def _release(self) -> None:
         self._admission.release()

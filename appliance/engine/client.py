@@ -14,79 +14,105 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from appliance.engine import protocol
 
 log = logging.getLogger(__name__)
-_LOST = {"event": "_lost"}
+Lost = None  # queued for every pending generation when the connection drops
+Queued = protocol.GenerationEvent | None
+# Refusals worth waiting out: the engine is busy or slow, not saying the request is wrong.
+TRANSIENT_CODES = frozenset({"overloaded", "timeout", "engine_unavailable"})
 
 
-class EngineUnavailable(Exception):
-    """The engine is not connected (down, restarting or still loading)."""
+class EngineFailure(Exception):
+    """Why the engine did not answer, the same for every caller: the pipeline retries the
+    transient ones, the HTTP edge turns each code into its status (``engine_error``)."""
 
-
-class EngineRejected(Exception):
-    def __init__(self, code: str, message: str, prompt_tokens: int | None = None) -> None:
+    def __init__(self, code: protocol.ErrorCode | Literal["engine_unavailable"], message: str,
+                 prompt_tokens: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.prompt_tokens = prompt_tokens
 
+    @property
+    def transient(self) -> bool:
+        return self.code in TRANSIENT_CODES
+
+
+class EngineUnavailable(EngineFailure):
+    """The engine is not connected (down, restarting or still loading)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("engine_unavailable", message)
+
+
+class EngineRejected(EngineFailure):
+    """The engine refused or failed the generation (an ``error`` event, or silence)."""
+
 
 class Generation:
     """One accepted generation: iterate its events until ``done``."""
 
-    def __init__(self, client: EngineClient, gen_id: str, queue: asyncio.Queue[dict[str, Any]],
-                 accepted: dict[str, Any]) -> None:
+    def __init__(self, client: EngineClient, gen_id: str, queue: asyncio.Queue[Queued],
+                 accepted: protocol.AcceptedEvent) -> None:
         self.client = client
         self.id = gen_id
-        self.prompt_tokens: int = accepted.get("prompt_tokens", 0)
+        self.prompt_tokens = accepted["prompt_tokens"]
         self._queue = queue
-        self._held: dict[str, Any] | None = None
+        self._held: Queued = None
+        self._holding = False
         self.finished = False
 
-    def _merge_waiting(
-        self, event: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _merge_waiting(self, event: protocol.TokenEvent) -> protocol.TokenEvent:
         """Fold token events that already arrived into one: a client that reads slower than
-        the engine writes gets fewer, larger pieces instead of falling further behind."""
+        the engine writes gets fewer, larger pieces instead of falling further behind. The
+        first event that is not a token is held for the next turn."""
         text = [event["text"]]
+        tokens = event["tokens"]
         while not self._queue.empty():
             following = self._queue.get_nowait()
-            if following.get("event") != "token":
-                return {**event, "text": "".join(text)}, following
+            if following is None or following["event"] != "token":
+                self._held, self._holding = following, True
+                break
             text.append(following["text"])
-            event = {**event, "tokens": following.get("tokens")}
-        return {**event, "text": "".join(text)}, None
+            tokens = following["tokens"]
+        return {**event, "text": "".join(text), "tokens": tokens}
 
-    async def events(self, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
-        """Yields ``token`` events, then the ``done`` event; raises on loss or engine error."""
+    async def _next(self, idle_timeout: float) -> Queued:
+        if self._holding:
+            self._holding = False
+            return self._held
+        try:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that meets an
+            # already-arrived token, and the generation then runs to its end for a client
+            # that is gone (the engine slot stays busy).
+            async with asyncio.timeout(idle_timeout):
+                return await self._queue.get()
+        except TimeoutError:
+            raise EngineRejected("timeout", "the engine produced nothing in time") from None
+
+    async def events(self, idle_timeout: float) -> AsyncIterator[protocol.StreamEvent]:
+        """Yields ``token`` events, then the ``done`` event; raises :class:`EngineFailure` on
+        loss, silence or an engine error."""
         try:
             while True:
-                try:
-                    if self._held is not None:
-                        event, self._held = self._held, None
-                    else:
-                        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
-                        # meets an already-arrived token, and the generation then runs to its
-                        # end for a client that is gone (the engine slot stays busy).
-                        async with asyncio.timeout(idle_timeout):
-                            event = await self._queue.get()
-                except TimeoutError:
-                    raise EngineRejected("timeout", "the engine produced nothing in time") from None
-                kind = event.get("event")
-                if kind == "token" and not self._queue.empty():
-                    event, self._held = self._merge_waiting(event)
-                if kind == "_lost":
+                event = await self._next(idle_timeout)
+                if event is None:
                     raise EngineUnavailable("the engine went away during the generation")
-                if kind == "error":
-                    raise EngineRejected(event.get("code", "engine_error"),
-                                         event.get("message", ""))
+                if event["event"] == "error":
+                    raise EngineRejected(event["code"], event["message"])
+                if event["event"] == "accepted":
+                    continue  # not sent twice; ignored if it were
+                if event["event"] == "token":
+                    if not self._queue.empty():
+                        event = self._merge_waiting(event)
+                    yield event
+                    continue
                 yield event
-                if kind == "done":
-                    self.finished = True
-                    return
+                self.finished = True
+                return
         finally:
             self.client._pending.pop(self.id, None)
             if not self.finished:
@@ -106,11 +132,11 @@ class EngineClient:
         self.health_timeout_s = health_timeout_s
         self.on_restart = on_restart
         self.info: protocol.EngineInfo | None = None
-        self.load: dict[str, Any] = {}
+        self.load: protocol.HealthReport | None = None
         self.last_health = 0.0
         self.restarts = 0
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._pending: dict[str, asyncio.Queue[Queued]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seq = itertools.count()
         self._connected = asyncio.Event()
@@ -138,15 +164,20 @@ class EngineClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def submit(self, params: dict[str, Any]) -> Generation:
+    @property
+    def active(self) -> int:
+        """Generations the engine reported running at its last heartbeat."""
+        return self.load["active"] if self.load is not None else 0
+
+    async def submit(self, params: protocol.GenerateParams) -> Generation:
         """Send a generation and wait for the engine to accept or refuse it."""
         if self._writer is None:
             raise EngineUnavailable("the engine is not running")
-        gen_id = params["id"]
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        gen_id = params.id
+        queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._pending[gen_id] = queue
         try:
-            self._send({"op": "generate", **params})
+            self._send({"op": "generate", **params.model_dump()})
             async with asyncio.timeout(self.health_timeout_s * 6):  # see Generation.events
                 first = await queue.get()
         except (TimeoutError, ConnectionError) as exc:
@@ -155,13 +186,17 @@ class EngineClient:
         except asyncio.CancelledError:
             await self.abort(gen_id)
             raise
-        if first.get("event") == "_lost":
+        if first is None:
             self._pending.pop(gen_id, None)
             raise EngineUnavailable("the engine went away")
-        if first.get("event") == "error":
+        if first["event"] == "error":
             self._pending.pop(gen_id, None)
-            raise EngineRejected(first.get("code", "engine_error"), first.get("message", ""),
-                                 first.get("prompt_tokens"))
+            raise EngineRejected(first["code"], first["message"], first.get("prompt_tokens"))
+        if first["event"] != "accepted":
+            self._pending.pop(gen_id, None)
+            await self.abort(gen_id)
+            raise EngineRejected("engine_error", f"the engine answered {first['event']!r} "
+                                 "before accepting the generation")
         return Generation(self, gen_id, queue, first)
 
     async def abort(self, gen_id: str) -> None:
@@ -220,13 +255,15 @@ class EngineClient:
             await asyncio.sleep(self.heartbeat_s)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        """Route one line: the engine's own lines are trusted to match the protocol's types
+        (the same package wrote them), so they are passed on as the TypedDicts they are."""
         if message.get("op") == "health":
             self.last_health = time.monotonic()
-            self.load = message
+            self.load = cast(protocol.HealthReport, message)
             return
         queue = self._pending.get(str(message.get("id", "")))
         if queue is not None:
-            queue.put_nowait(message)
+            queue.put_nowait(cast(protocol.GenerationEvent, message))
 
     def _disconnected(self) -> None:
         if self._writer is not None:
@@ -234,5 +271,5 @@ class EngineClient:
         self._writer = None
         self._connected.clear()
         for queue in self._pending.values():
-            queue.put_nowait(_LOST)
+            queue.put_nowait(Lost)
         self._pending.clear()

@@ -9,10 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.engine.detokenize import IncrementalDetokenizer
-from appliance.engine.protocol import GenerateParams
+from appliance.engine.protocol import (
+    AcceptedEvent,
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    FinishReason,
+    GenerateParams,
+    GenerationEvent,
+    TokenEvent,
+)
 from appliance.engine.stopping import StopMatcher
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[GenerationEvent], None]
 
 
 class Overloaded(Exception):
@@ -33,8 +42,25 @@ class Job:
     handle: Any = None
     first_token: float | None = None
 
-    def event(self, kind: str, **data: Any) -> None:
-        self.emit({"id": self.params.id, "event": kind, **data})
+    def accepted(self) -> None:
+        self.emit(AcceptedEvent(id=self.params.id, event="accepted",
+                                prompt_tokens=len(self.prompt_ids),
+                                max_tokens=self.max_new_tokens))
+
+    def token(self, text: str) -> None:
+        self.emit(TokenEvent(id=self.params.id, event="token", text=text,
+                             tokens=self.detok.token_count))
+
+    def done(self, finish_reason: FinishReason) -> None:
+        now = time.monotonic()
+        self.emit(DoneEvent(id=self.params.id, event="done", finish_reason=finish_reason,
+                            prompt_tokens=len(self.prompt_ids),
+                            completion_tokens=self.detok.token_count,
+                            ttft_s=round((self.first_token or now) - self.submitted, 4),
+                            total_s=round(now - self.submitted, 4)))
+
+    def error(self, code: ErrorCode, message: str) -> None:
+        self.emit(ErrorEvent(id=self.params.id, event="error", code=code, message=message))
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,76 @@ Gateway -> engine, one object per line:
 Engine -> gateway events for one generation, in order: ``accepted`` (or one ``error``), then
 ``token`` events (``text`` is the new piece), then exactly one ``done`` or ``error``.
 Error codes: ``overloaded`` (admission queue full), ``context_length_exceeded``,
-``invalid_request``, ``engine_error``.
+``memory_pressure``, ``invalid_request``, ``engine_error``; the client adds ``timeout`` when
+the engine falls silent.
+
+The events are TypedDicts, not models: a token event crosses the socket for every piece of
+every answer, and a dict costs nothing to build or read while the type checker still knows
+each field. ``event`` is the tag that narrows :data:`GenerationEvent`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 8 * 1024 * 1024
 
-ErrorCode = Literal["overloaded", "context_length_exceeded", "invalid_request", "engine_error"]
+ErrorCode = Literal["overloaded", "context_length_exceeded", "memory_pressure",
+                    "invalid_request", "engine_error", "timeout"]
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class AcceptedEvent(TypedDict):
+    id: str
+    event: Literal["accepted"]
+    prompt_tokens: int
+    max_tokens: int
+
+
+class TokenEvent(TypedDict):
+    id: str
+    event: Literal["token"]
+    text: str      # the new piece of the answer
+    tokens: int    # tokens generated so far
+
+
+class DoneEvent(TypedDict):
+    id: str
+    event: Literal["done"]
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    total_s: float
+
+
+class ErrorEvent(TypedDict):
+    id: str
+    event: Literal["error"]
+    code: ErrorCode
+    message: str
+    prompt_tokens: NotRequired[int]  # with context_length_exceeded
+
+
+GenerationEvent = AcceptedEvent | TokenEvent | DoneEvent | ErrorEvent
+StreamEvent = TokenEvent | DoneEvent  # what a caller iterating an accepted generation sees
+
+
+class HealthReport(TypedDict):
+    op: Literal["health"]
+    seq: int | None
+    time: float
+    active: int
+    waiting: int
+    capacity: int
+    steps: int
+    generated_tokens: int
+    cache_usage: float
 
 
 class ChatMessage(BaseModel):
@@ -56,7 +112,7 @@ class EngineInfo(BaseModel):
     device_reason: str = ""
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -118,12 +119,12 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.loop = asyncio.get_running_loop()
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
         self.open_ids: set[str] = set()
-        self._from_thread: collections.deque[dict[str, Any]] = collections.deque()
+        self._from_thread: collections.deque[protocol.GenerationEvent] = collections.deque()
         self._wakeup_pending = threading.Event()
 
-    def emit(self, message: dict[str, Any]) -> None:
+    def emit(self, message: protocol.GenerationEvent) -> None:
         """Thread-safe: the step thread calls this for every event.
 
         Events pile up in a deque and the event loop is woken once per batch, not once per
@@ -139,10 +140,17 @@ class Connection:
         while self._from_thread:
             self._queue(self._from_thread.popleft())
 
-    def _queue(self, message: dict[str, Any]) -> None:
+    def _queue(self, message: Mapping[str, Any]) -> None:
         if message.get("event") in ("done", "error"):
             self.open_ids.discard(message.get("id", ""))
         self.outbox.put_nowait(message)
+
+    def _refuse(self, job_id: str, code: protocol.ErrorCode, message: str,
+                prompt_tokens: int | None = None) -> None:
+        event = protocol.ErrorEvent(id=job_id, event="error", code=code, message=message)
+        if prompt_tokens is not None:
+            event["prompt_tokens"] = prompt_tokens
+        self._queue(event)
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -170,29 +178,29 @@ class Connection:
         try:
             message = protocol.decode(line)
         except ValueError as exc:
-            self._queue({"event": "error", "code": "invalid_request",
-                         "message": f"bad line: {exc}"})
+            self._refuse("", "invalid_request", f"bad line: {exc}")
             return
         op = message.get("op")
         if op == "hello":
             self._queue({"op": "info", **self.engine.info.model_dump()})
         elif op == "health":
             load = self.engine.backend.load(self.engine.settings.engine.max_concurrent)
-            self._queue({"op": "health", "seq": message.get("seq"), "time": time.time(),
-                         **load.__dict__})
+            self._queue(protocol.HealthReport(
+                op="health", seq=message.get("seq"), time=time.time(), active=load.active,
+                waiting=load.waiting, capacity=load.capacity, steps=load.steps,
+                generated_tokens=load.generated_tokens, cache_usage=load.cache_usage))
         elif op == "generate":
             try:
                 self._generate(message)
             except Exception as exc:  # e.g. a chat template that rejects the conversation
                 log.exception("generate request failed before admission")
                 self.open_ids.discard(str(message.get("id", "")))
-                self._queue({"id": str(message.get("id", "")), "event": "error",
-                             "code": "invalid_request", "message": f"cannot prepare prompt: {exc}"})
+                self._refuse(str(message.get("id", "")), "invalid_request",
+                             f"cannot prepare prompt: {exc}")
         elif op == "abort":
             self.engine.backend.cancel(str(message.get("id", "")))
         else:
-            self._queue({"event": "error", "code": "invalid_request",
-                         "message": f"unknown op {op!r}"})
+            self._refuse("", "invalid_request", f"unknown op {op!r}")
 
     def _generate(self, message: dict[str, Any]) -> None:
         job_id = str(message.get("id", ""))
@@ -200,23 +208,19 @@ class Connection:
         try:
             params = protocol.GenerateParams.model_validate(message)
         except ValidationError as exc:
-            self._queue({"id": job_id, "event": "error", "code": "invalid_request",
-                         "message": str(exc.errors()[0]["msg"])})
+            self._refuse(job_id, "invalid_request", str(exc.errors()[0]["msg"]))
             return
         if params.id in self.open_ids:
-            self._queue({"id": job_id, "event": "error", "code": "invalid_request",
-                         "message": "a generation with this id is already running"})
+            self._refuse(job_id, "invalid_request", "a generation with this id is already running")
             return
         prompt_ids = self.engine.prompt_ids(params)
         budget = self.engine.plan_length(params, len(prompt_ids))
         if isinstance(budget, str):
-            self._queue({"id": job_id, "event": "error", "code": "context_length_exceeded",
-                         "message": budget, "prompt_tokens": len(prompt_ids)})
+            self._refuse(job_id, "context_length_exceeded", budget, len(prompt_ids))
             return
         shed = self.engine.shed(len(prompt_ids))
         if shed is not None:
-            self._queue({"id": job_id, "event": "error", "code": "memory_pressure",
-                         "message": shed})
+            self._refuse(job_id, "memory_pressure", shed)
             return
         job = new_job(params, prompt_ids, budget, self.emit)
         self.open_ids.add(params.id)
@@ -224,8 +228,7 @@ class Connection:
             self.engine.backend.submit(job)
         except Overloaded:
             self.open_ids.discard(params.id)
-            self._queue({"id": job_id, "event": "error", "code": "overloaded",
-                         "message": "the engine's admission queue is full"})
+            self._refuse(job_id, "overloaded", "the engine's admission queue is full")
 
 
 class AlreadyRunning(RuntimeError):

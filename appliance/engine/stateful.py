@@ -18,6 +18,7 @@ import numpy as np
 
 from appliance.engine.detokenize import BatchDecode, advance_all
 from appliance.engine.jobs import Admission, Job, Load, generation_config
+from appliance.engine.protocol import FinishReason
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class StatefulBackend:
     def submit(self, job: Job) -> None:
         """Queue a job behind the one running, or raise Overloaded."""
         self._admission.acquire()
-        job.event("accepted", prompt_tokens=len(job.prompt_ids), max_tokens=job.max_new_tokens)
+        job.accepted()
         self._queue.put(job)
 
     def cancel(self, job_id: str) -> None:
@@ -78,12 +79,11 @@ class StatefulBackend:
         import openvino_genai as og
 
         if self._is_cancelled(job):
-            job.event("done", finish_reason="abort", prompt_tokens=len(job.prompt_ids),
-                      completion_tokens=0, ttft_s=0.0, total_s=0.0)
+            job.done("abort")
             return
         config = generation_config(self._pipeline.get_generation_config(), job.params,
                                    job.max_new_tokens)
-        outcome = {"reason": "stop"}
+        outcome: dict[str, FinishReason] = {"reason": "stop"}
 
         class TokenStreamer(og.StreamerBase):
             def write(inner, token: Any) -> Any:
@@ -95,7 +95,7 @@ class StatefulBackend:
                 job.detok.push(ids)
                 text = job.stop.feed(advance_all(self._decode, [job.detok])[0])
                 if text:
-                    job.event("token", text=text, tokens=job.detok.token_count)
+                    job.token(text)
                 if job.stop.stopped:
                     return og.StreamingStatus.STOP
                 if self._is_cancelled(job):
@@ -111,7 +111,7 @@ class StatefulBackend:
             self._pipeline.generate(tensor, config, TokenStreamer())
         except Exception as exc:
             log.exception("stateful generation failed")
-            job.event("error", code="engine_error", message=f"engine failure: {exc}")
+            job.error("engine_error", f"engine failure: {exc}")
             return
         if job.detok.token_count >= job.max_new_tokens and not job.stop.stopped:
             outcome["reason"] = "length"
@@ -120,13 +120,5 @@ class StatefulBackend:
             tail = job.stop.feed(advance_all(self._decode, [job.detok], final=True)[0])
             tail += job.stop.flush()
         if tail:
-            job.event("token", text=tail, tokens=job.detok.token_count)
-        now = time.monotonic()
-        job.event(
-            "done",
-            finish_reason=outcome["reason"],
-            prompt_tokens=len(job.prompt_ids),
-            completion_tokens=job.detok.token_count,
-            ttft_s=round((job.first_token or now) - job.submitted, 4),
-            total_s=round(now - job.submitted, 4),
-        )
+            job.token(tail)
+        job.done(outcome["reason"])

@@ -30,6 +30,7 @@ from appliance.gateway.models_api import router as models_router
 from appliance.gateway.mqtt.bridge import MqttBridge
 from appliance.gateway.ops_api import router as ops_router
 from appliance.gateway.security_api import router as security_router
+from appliance.gateway.state import GatewayState
 from appliance.gateway.webhooks import CallbackSender
 from appliance.gateway.webhooks import router as webhooks_router
 from appliance.gateway.ws import router as ws_router
@@ -65,7 +66,6 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         store = MessageStore(connect(settings.paths.database, settings.store.synchronous),
                              open_cipher(settings))
         pipeline = Pipeline(settings, store, client, hub, drain)
-        app.state.pipeline = pipeline
         security_db = connect(settings.paths.database, settings.store.synchronous)
 
         def count_refusal(channel: str, reason: str) -> None:
@@ -76,10 +76,9 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
             count_refusal(channel, reason)
 
         access = Access(settings, security_db, count_refusal) if settings.security.auth else None
-        app.state.access = access
         # One guard for tokens and webhook nonces (the webhooks need it with auth off too).
-        app.state.replay = access.guard if access is not None else ReplayGuard(security_db)
-        app.state.on_refused = on_refused
+        replay = access.guard if access is not None else ReplayGuard(security_db)
+        state.started(pipeline, replay, on_refused, access)
         if tls is not None:
             tls.watcher.on_refused = on_refused
         background = []
@@ -89,13 +88,13 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
             background.append(asyncio.create_task(rekey_forever(store.db, store.cipher)))
         await client.start()
         await pipeline.start()
-        callbacks = CallbackSender(pipeline, app.state.integrations, keys)
+        callbacks = CallbackSender(pipeline, state.integrations, keys)
         bridge = None
         if settings.mqtt.enabled:
             bridge = MqttBridge(settings, pipeline, access, tls.context if tls else None,
-                                app.state.sign_event)
+                                state.sign_event)
             await bridge.start()
-        app.state.bridge = bridge
+        state.bridge = bridge
         settings.paths.run.ensure().pidfile("gateway").write_text(str(os.getpid()))
         ready(settings.supervisor.watchdog_s)
         background.append(asyncio.create_task(  # the event loop turns
@@ -113,17 +112,12 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     version = running_version(settings.update.release_file)
     app = FastAPI(title="Edge AI appliance", version=version, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
-    app.state.settings = settings
-    app.state.version = version
-    app.state.engine = client
-    app.state.metrics = metrics
-    app.state.drain = drain
-    app.state.chat = ChatService(settings, client, metrics, drain)
-    app.state.signing_keys = keys
-    app.state.sign_event = functools.partial(sign_event, keys)
-    app.state.access = None
-    app.state.tls = tls
-    app.state.integrations = Integrations(settings.paths.secrets_dir / "webhooks")
+    state = GatewayState(
+        settings=settings, version=version, engine=client, metrics=metrics, drain=drain,
+        chat=ChatService(settings, client, metrics, drain), signing_keys=keys,
+        sign_event=functools.partial(sign_event, keys),
+        integrations=Integrations(settings.paths.secrets_dir / "webhooks"), tls=tls)
+    app.state.gateway = state
     errors.install(app)
     chat = [Depends(require("chat"))]
     app.include_router(health_router)

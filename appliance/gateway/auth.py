@@ -1,7 +1,8 @@
 """Bearer tokens on HTTP and WebSocket routes: ``Depends(require("chat"))`` on a router.
 
 WebSocket clients that cannot set headers (browsers) may pass ``?access_token=``. With
-``security.auth`` off, ``app.state.access`` is None and every dependency lets the call through.
+``security.auth`` off, the gateway state's ``access`` is None and every dependency lets the
+call through.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import HTTPConnection
 
 from appliance.gateway.errors import APIError
+from appliance.gateway.state import gateway_state
 from appliance.security.tokens import AuthError, Claims
 
 CHALLENGE = 'Bearer realm="appliance"'
@@ -36,7 +38,7 @@ def bearer(conn: HTTPConnection) -> str | None:
 
 def authenticate(conn: HTTPConnection, scope: str) -> Claims | None:
     """Claims for the caller, None when authentication is off; AuthError when refused."""
-    access = conn.app.state.access
+    access = gateway_state(conn).access
     if access is None:
         return None
     channel = "ws" if conn.scope["type"] == "websocket" else "http"

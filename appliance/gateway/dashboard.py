@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from appliance.gateway.auth import CHALLENGE, peer, require
 from appliance.gateway.errors import APIError
+from appliance.gateway.state import gateway_state
 from appliance.security.tokens import AuthError, Claims
 
 router = APIRouter()
@@ -41,7 +42,7 @@ def _static(name: str) -> bytes:
 async def _admin(request: Request) -> Claims | None:
     """The admin check of ``require("admin")``, also accepting the token from the URL."""
     token = request.query_params.get("access_token")
-    access = request.app.state.access
+    access = gateway_state(request).access
     if token is None or access is None:
         return await require("admin")(request)
     try:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.gateway.auth import require
+from appliance.gateway.state import gateway_state
 from appliance.router.drain import Drain
 
 MAX_WAIT_S = 600.0
@@ -32,7 +33,7 @@ class DrainRequest(BaseModel):
 
 
 def _drain(request: Request) -> Drain:
-    return request.app.state.drain
+    return gateway_state(request).drain
 
 
 def _answer(drain: Drain) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.envelope import SAFE_ID, Envelope
 from appliance.gateway.auth import author, principal, require
 from appliance.gateway.errors import APIError, refusal_error
+from appliance.gateway.state import gateway_state
 from appliance.router.admission import ConversationForbidden, Refused, sender_for
 from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.signing import box_headers
@@ -58,7 +59,7 @@ def respond(pipeline: Pipeline, record: MessageRecord, duplicate: bool,
 
 def _check_readable(request: Request, conversation: str, claims: Claims | None) -> None:
     try:
-        request.app.state.pipeline.check_readable(conversation, principal(claims))
+        gateway_state(request).pipeline.check_readable(conversation, principal(claims))
     except ConversationForbidden as refused:
         raise refusal_error(refused) from None
 
@@ -66,14 +67,14 @@ def _check_readable(request: Request, conversation: str, claims: Claims | None) 
 @router.post("/v1/messages", response_model=None)
 async def post_message(body: MessageIn, request: Request,
                        claims: Claims | None = Depends(require("chat"))) -> JSONResponse:
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline: Pipeline = gateway_state(request).pipeline
     try:
         sender = sender_for(body.sender, "sender" in body.model_fields_set, principal(claims))
         envelope = Envelope(id=body.id, conversation=body.conversation, channel="http",
                             sender=sender, text=body.text, principal=author(claims))
         record, created = await submit_and_wait(
             pipeline, envelope, principal(claims),
-            request.app.state.settings.chat.reply_wait_s if body.wait else 0)
+            gateway_state(request).settings.chat.reply_wait_s if body.wait else 0)
     except Refused as refused:
         raise refusal_error(refused) from None
     return signed(request, respond(pipeline, record, duplicate=not created))
@@ -81,7 +82,7 @@ async def post_message(body: MessageIn, request: Request,
 
 def signed(request: Request, response: JSONResponse) -> JSONResponse:
     """The box signs its replies (verifiable with /.well-known/jwks.json)."""
-    response.headers.update(box_headers(request.app.state.signing_keys, bytes(response.body)))
+    response.headers.update(box_headers(gateway_state(request).signing_keys, bytes(response.body)))
     return response
 
 
@@ -112,7 +113,7 @@ async def submit_and_wait(pipeline: Pipeline, envelope: Envelope, reader: str | 
 
 def _record(request: Request, conversation: str, message_id: str) -> MessageRecord:
     try:
-        return request.app.state.pipeline.store.get(conversation, message_id)
+        return gateway_state(request).pipeline.store.get(conversation, message_id)
     except UnknownMessage as exc:
         raise APIError(404, str(exc), code="message_not_found") from exc
 
@@ -122,7 +123,7 @@ async def get_message(conversation: str, message_id: str, request: Request,
                       claims: Claims | None = Depends(require("chat"))) -> dict[str, Any]:
     _check_readable(request, conversation, claims)
     record = _record(request, conversation, message_id)
-    store = request.app.state.pipeline.store
+    store = gateway_state(request).pipeline.store
     return {"message": record.to_json(),
             "transitions": store.transitions(conversation, message_id)}
 
@@ -133,7 +134,7 @@ async def list_messages(conversation: str, request: Request,
                         limit: int = Query(100, ge=1, le=1000),
                         claims: Claims | None = Depends(require("chat"))) -> dict[str, Any]:
     _check_readable(request, conversation, claims)
-    store = request.app.state.pipeline.store
+    store = gateway_state(request).pipeline.store
     if not store.has_conversation(conversation):
         raise APIError(404, f"no conversation {conversation!r} on this appliance",
                        code="conversation_not_found")

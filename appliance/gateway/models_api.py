@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from appliance.gateway.errors import APIError
+from appliance.gateway.state import gateway_state
 
 router = APIRouter()
 
 
 def _model(request: Request) -> dict[str, Any]:
-    service = request.app.state.chat
-    info = request.app.state.engine.info
+    service = gateway_state(request).chat
+    info = gateway_state(request).engine.info
     entry: dict[str, Any] = {"id": service.served_model(), "object": "model", "created": 0,
                              "owned_by": "appliance"}
     if info is not None:

@@ -26,6 +26,7 @@ from appliance.config import Settings
 from appliance.gateway.auth import require
 from appliance.gateway.downsample import downsample
 from appliance.gateway.errors import APIError
+from appliance.gateway.state import gateway_state
 from ops.history import History
 
 MAX_POINTS = 500
@@ -55,7 +56,7 @@ def _history(settings: Settings) -> Iterator[History | None]:
 def _read(request: Request, query: Callable[[History], T], empty: T) -> T:
     """``query`` on the history, ``empty`` when there is no history yet."""
     try:
-        with _history(request.app.state.settings) as history:
+        with _history(gateway_state(request).settings) as history:
             return empty if history is None else query(history)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 
 from appliance.gateway.auth import require
 from appliance.gateway.errors import APIError
+from appliance.gateway.state import gateway_state
 from appliance.security import tokens
 from appliance.security.tokens import Claims
 
@@ -22,7 +23,7 @@ router = APIRouter()
 
 @router.get("/.well-known/jwks.json")
 async def jwks(request: Request) -> dict[str, Any]:
-    keys: tokens.SigningKeys = request.app.state.signing_keys
+    keys: tokens.SigningKeys = gateway_state(request).signing_keys
     keys.refresh()
     return keys.jwks()
 
@@ -36,8 +37,8 @@ async def enroll(request: Request,
     if not claims.once:
         raise APIError(403, "enrolment needs a one-time token (issued with --once)",
                        code="not_one_time")
-    settings = request.app.state.settings
-    token, issued = tokens.issue(request.app.state.signing_keys, sub=claims.sub,
+    settings = gateway_state(request).settings
+    token, issued = tokens.issue(gateway_state(request).signing_keys, sub=claims.sub,
                                  scopes=["chat"], ttl_s=settings.security.device_token_ttl_s,
                                  issuer=settings.security.issuer,
                                  audience=settings.security.audience)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from appliance.envelope import SAFE_ID, Envelope
 from appliance.gateway.errors import APIError, refusal_error
 from appliance.gateway.messages_api import message_body, respond, signed, submit_and_wait
+from appliance.gateway.state import gateway_state
 from appliance.router.admission import Refused
 from appliance.router.pipeline import Pipeline
 from appliance.security.integrations import Integration, Integrations
@@ -48,7 +49,7 @@ class WebhookMessage(BaseModel):
 
 
 def _integration(request: Request, name: str) -> Integration:
-    found = request.app.state.integrations.get(name)
+    found = gateway_state(request).integrations.get(name)
     if found is None:
         raise APIError(404, f"no webhook integration {name!r} on this appliance",
                        code="unknown_integration")
@@ -59,7 +60,7 @@ def _integration(request: Request, name: str) -> Integration:
 async def webhook(name: str, request: Request) -> JSONResponse:
     integration = _integration(request, name)
     raw = await request.body()
-    state = request.app.state
+    state = gateway_state(request)
     try:
         verify_hmac(integration.secret, request.headers, raw, state.settings.security
                     .webhook_window_s, state.replay, scope=f"webhook:{name}")

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance.envelope import SAFE_ID, Envelope
 from appliance.gateway.auth import authenticate, author, principal
+from appliance.gateway.state import gateway_state
 from appliance.router.admission import (
     ConversationForbidden,
     Refused,
@@ -182,7 +183,7 @@ async def chat_socket(socket: WebSocket) -> None:
         await socket.close(code=1008, reason=str(exc)[:120])
         return
     await socket.accept()
-    app_state = socket.app.state
+    app_state = gateway_state(socket)
     session = Session(socket, app_state.pipeline, claims, app_state.sign_event)
     watchdog = None
     if claims is not None and app_state.access is not None:

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.config import Settings
-from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable
+from appliance.engine.client import EngineClient, EngineFailure
+from appliance.engine.protocol import ChatMessage, GenerateParams
 from appliance.envelope import Envelope
 from appliance.router.admission import ConversationForbidden, check_text
 from appliance.router.drain import Drain
@@ -181,23 +182,22 @@ class Pipeline:
             log.exception("could not record the failure of %s/%s", record.conversation,
                           record.id)
 
-    def _prompt(self, record: MessageRecord) -> list[dict[str, str]]:
+    def _prompt(self, record: MessageRecord) -> list[ChatMessage]:
         turns = self.store.history(record.conversation, record.seq,
                                    self.settings.chat.history_turns)
         messages = []
         for question, answer in turns:
-            messages += [{"role": "user", "content": question},
-                         {"role": "assistant", "content": answer}]
-        return [*messages, {"role": "user", "content": record.text}]
+            messages += [ChatMessage(role="user", content=question),
+                         ChatMessage(role="assistant", content=answer)]
+        return [*messages, ChatMessage(role="user", content=record.text)]
 
     async def _generate(self, record: MessageRecord) -> str:
         """Ask the engine, streaming tokens to listeners; wait out engine restarts."""
         backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, stable_after_s=math.inf)
         while True:
             delay = backoff.next_delay(uptime_s=0)
-            params = {"id": f"msg-{uuid.uuid4().hex}",
-                      "messages": self._prompt(record),
-                      "temperature": self.settings.engine.default_temperature}
+            params = GenerateParams(id=f"msg-{uuid.uuid4().hex}", messages=self._prompt(record),
+                                    temperature=self.settings.engine.default_temperature)
             parts: list[str] = []
             try:
                 generation = await self.engine.submit(params)
@@ -208,14 +208,11 @@ class Pipeline:
                             "type": "token", "conversation": record.conversation,
                             "id": record.id, "seq": record.seq, "text": event["text"]})
                 return "".join(parts)
-            except EngineUnavailable as exc:
-                log.warning("engine unavailable for %s/%s (%s); retrying in %.1f s",
-                            record.conversation, record.id, exc, delay)
-            except EngineRejected as exc:
-                if exc.code not in ("overloaded", "timeout"):
+            except EngineFailure as exc:
+                if not exc.transient:
                     raise AnswerFailed(exc.code, exc.message) from exc
-                log.warning("engine %s for %s/%s; retrying in %.1f s", exc.code,
-                            record.conversation, record.id, delay)
+                log.warning("engine %s for %s/%s (%s); retrying in %.1f s", exc.code,
+                            record.conversation, record.id, exc.message, delay)
             await asyncio.sleep(delay)
 
     def _status(self) -> str:

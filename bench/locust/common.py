@@ -91,6 +91,8 @@ class Box:
 @cache
 def box(environment: Environment) -> Box:
     options = environment.parsed_options
+    if options is None:
+        raise RuntimeError("the gate's options are parsed before any user starts")
     base_url = (environment.host or "").rstrip("/")
     parts = urlsplit(base_url)
     mqtt_host, _, mqtt_port = (options.gate_mqtt or f"{parts.hostname}:1883").rpartition(":")

@@ -102,7 +102,7 @@ class Device:
             payload = json.loads(message.payload)
         except ValueError:
             return
-        waiter = self.waiting.get(payload.get("id")) if isinstance(payload, dict) else None
+        waiter = self.waiting.get(str(payload.get("id"))) if isinstance(payload, dict) else None
         if waiter is not None:
             waiter[1].append(payload)
             waiter[0].set()

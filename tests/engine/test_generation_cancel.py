@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from appliance.engine.client import Generation
+from appliance.engine.protocol import AcceptedEvent
 
 
 class RecordingClient:
@@ -25,8 +26,9 @@ def test_cancelling_a_reader_as_a_token_arrives_aborts_the_generation() -> None:
         cancelled = 0
         client = RecordingClient()
         for n in range(200):
-            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-            generation = Generation(client, f"g{n}", queue, {})  # type: ignore[arg-type]
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            accepted = AcceptedEvent(id=f"g{n}", event="accepted", prompt_tokens=1, max_tokens=9)
+            generation = Generation(client, f"g{n}", queue, accepted)  # type: ignore[arg-type]
 
             async def read(gen: Generation = generation) -> None:
                 async for _ in gen.events(idle_timeout=10):
@@ -34,7 +36,7 @@ def test_cancelling_a_reader_as_a_token_arrives_aborts_the_generation() -> None:
 
             task = asyncio.create_task(read())
             await asyncio.sleep(0)
-            queue.put_nowait({"event": "token", "text": "x"})
+            queue.put_nowait({"id": f"g{n}", "event": "token", "text": "x", "tokens": 1})
             task.cancel()
             try:
                 await task

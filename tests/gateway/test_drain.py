@@ -23,7 +23,7 @@ import websockets
 from tests.conftest import MODEL, Appliance, _start
 from tests.mqtt_device import Device
 from tests.security.conftest import auth, crafted
-from tests.security.test_webhooks import add_integration, signed_post
+from tests.webhook_client import add_integration, signed_post
 
 pytestmark = pytest.mark.e2e
 DRAIN = "/v1/ops/drain"

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import Appliance
+from tests.polling import reached, until
 
 pytestmark = pytest.mark.e2e
 CONVERSATIONS = 20
@@ -59,21 +60,12 @@ class Kiosk:
         self.client.loop_stop()
 
 
-def wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return False
-
-
 def test_every_message_is_answered_once_in_order_across_a_gateway_sigkill(
         start_appliance: Callable[..., Appliance]) -> None:
     appliance = start_appliance(APPLIANCE_ENGINE__DEFAULT_MAX_TOKENS="12")
     kiosks = [Kiosk(appliance.mqtt_port, f"kiosk-{n:02d}") for n in range(CONVERSATIONS)]
     try:
-        assert wait(lambda: all(k.client.is_connected() for k in kiosks), 30)
+        until(lambda: all(k.client.is_connected() for k in kiosks), "connected kiosks", 30)
         old_gateway = appliance.gateway_pid()
         for i in range(PER_CONVERSATION):
             for n, kiosk in enumerate(kiosks):
@@ -84,8 +76,8 @@ def test_every_message_is_answered_once_in_order_across_a_gateway_sigkill(
             time.sleep(0.05)
 
         everything = {f"{k.id}-m{i:02d}" for k in kiosks for i in range(PER_CONVERSATION)}
-        done = wait(lambda: set().union(*(k.answered_ids() for k in kiosks)) >= everything,
-                    timeout=420)
+        done = reached(lambda: set().union(*(k.answered_ids() for k in kiosks)) >= everything,
+                       timeout=420, interval=0.25)
         missing = everything - set().union(*(k.answered_ids() for k in kiosks))
         assert done, f"{len(missing)} messages never got a reply, e.g. {sorted(missing)[:5]}"
         assert appliance.gateway_pid() != old_gateway

@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from image.variants import BROKEN_GATEWAY
-from tests.image.conftest import Box
-from tests.image.test_update import (
+from tests.image.bundles import (
     BROKEN,
     BUNDLE_ON_BOX,
     GOOD,
@@ -26,6 +25,7 @@ from tests.image.test_update import (
     make_bundle,
     wait_for_confirm,
 )
+from tests.image.conftest import Box
 
 # Each test reboots or installs a 2 GiB slot under emulation: minutes, not seconds.
 pytestmark = [pytest.mark.image, pytest.mark.image_fleet, pytest.mark.timeout(2400)]

@@ -4,38 +4,24 @@ does not trust is refused with nothing written. Runs after test_boot.py on the s
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from appliance.update.bundle import build_bundle
-from image.spec import load_spec
-from image.variants import BROKEN_GATEWAY, rootfs_variant
+from image.variants import BROKEN_GATEWAY
+from tests.image.bundles import (
+    BROKEN,
+    BUNDLE_ON_BOX,
+    GOOD,
+    SHORT_DEADLINE,
+    make_bundle,
+    wait_for_confirm,
+)
 from tests.image.conftest import Box
 
 # Each test reboots or installs a 2 GiB slot under emulation: minutes, not seconds.
 pytestmark = [pytest.mark.image, pytest.mark.timeout(2400)]
-
-GOOD, BROKEN = "0.1.1", "0.1.2"
-BUNDLE_ON_BOX = "/data/update.bundle"  # the data partition has the room; the root slot not
-# The broken bundle's own deadline, so the rollback test waits minutes, not the default 300 s.
-SHORT_DEADLINE = {"/etc/systemd/system/appliance-update-confirm.service.d/deadline.conf":
-                  "[Service]\nEnvironment=APPLIANCE_UPDATE__HEALTH_DEADLINE_S=150\n"}
-
-
-def make_bundle(image_out: Path, tmp: Path, version: str, files: dict[str, str] | None = None,
-                key: Path | None = None) -> Path:
-    spec = load_spec()
-    rootfs = rootfs_variant(image_out / "rootfs.ext4", tmp / f"rootfs-{version}.ext4", version,
-                            spec.compatible, files)
-    out = tmp / f"appliance-{version}.bundle"
-    build_bundle(rootfs, image_out / "vmlinuz", image_out / "initrd.img", version,
-                 key or Path("build/keys/bundle-signing.key"), out,
-                 compatible=spec.compatible, level=3)
-    rootfs.unlink()
-    return out
 
 
 def install(box: Box, bundle: Path, *args: str) -> tuple[int, str]:
@@ -75,18 +61,6 @@ def test_a_good_bundle_installs_into_slot_b_and_the_box_boots_it(
     box.reboot_and_wait()
     status = box.status()
     assert (status["booted_slot"], status["version"]) == ("b", GOOD)
-
-
-def wait_for_confirm(box: Box, timeout_s: float = 600) -> None:
-    """Until the boot's confirm unit has run (it waits for /readyz, bounded by its deadline)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = box.ssh("systemctl show -p ActiveState --value appliance-update-confirm",
-                        check=False).stdout.strip()
-        if state in ("active", "failed"):
-            return
-        time.sleep(5)
-    raise AssertionError("appliance-update-confirm did not finish")
 
 
 def test_the_new_slot_is_confirmed_once_healthy(box: Box) -> None:

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
@@ -27,8 +28,9 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def api(data_dir: Path) -> Iterator[TestClient]:
     app = FastAPI()
-    app.state.settings = Settings(paths=PathsSettings(data_dir=data_dir))
-    app.state.access = None  # security.auth off
+    # The two parts of the gateway's state the ops routes read (appliance.gateway.state).
+    app.state.gateway = SimpleNamespace(settings=Settings(paths=PathsSettings(data_dir=data_dir)),
+                                        access=None)  # security.auth off
     errors.install(app)
     app.include_router(ops_router)
     with TestClient(app) as client:

@@ -7,7 +7,6 @@ import json
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from appliance.security.pki import init_ca, issue_client, issue_server, tls_file
 from appliance.security.signing import verify_event
 from appliance.security.tls import ReloadingContext, client_context
 from tests.conftest import Appliance
+from tests.polling import until
 from tests.security.conftest import cli, jwks, operator_token
 
 
@@ -70,20 +70,16 @@ def test_plain_http_on_the_tls_port_gets_no_http_answer_and_is_logged(
 
 
 def wait_for_log(box: Appliance, line: str, seen_before: int) -> None:
-    deadline = time.monotonic() + 10
-    while box.full_log().count(line) <= seen_before:
-        assert time.monotonic() < deadline, f"no new {line!r} in the log"
-        time.sleep(0.1)
+    until(lambda: box.full_log().count(line) > seen_before, f"new {line!r} in the log",
+          timeout=10, interval=0.1)
 
 
 def test_a_renewed_certificate_is_served_without_a_restart(secure_box: Appliance) -> None:
     gateway = secure_box.gateway_pid()
     before = server_serial(secure_box.port, secure_box.ca_file)
     assert cli(secure_box, "certs", "renew").returncode == 0
-    deadline = time.monotonic() + 15
-    while server_serial(secure_box.port, secure_box.ca_file) == before:
-        assert time.monotonic() < deadline, "the gateway kept serving the old certificate"
-        time.sleep(0.25)
+    until(lambda: server_serial(secure_box.port, secure_box.ca_file) != before,
+          "renewed certificate served by the gateway", timeout=15, interval=0.25)
     assert server_serial(secure_box.mqtt_port, secure_box.ca_file) != before
     assert secure_box.gateway_pid() == gateway
 

@@ -14,31 +14,13 @@ import pytest
 
 from appliance.security.signing import hmac_headers, verify_box
 from tests.conftest import Appliance
-from tests.security.conftest import cli
+from tests.webhook_client import add_integration, post, signed_post
 
 pytestmark = pytest.mark.e2e
 
 
-def add_integration(box: Appliance, name: str, *extra: str) -> bytes:
-    done = cli(box, "webhook", "add", name, *extra)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().encode()
-
-
-def post(box: Appliance, name: str, body: dict[str, Any], headers: dict[str, str]
-         ) -> httpx.Response:
-    raw = json.dumps(body).encode()
-    return httpx.post(f"{box.base_url}/v1/webhooks/{name}", content=raw, timeout=60,
-                      verify=box.verify, headers={"Content-Type": "application/json", **headers})
-
-
 def message(n: int) -> dict[str, Any]:
     return {"id": f"w{n}", "conversation": f"chat-room-{n}", "sender": "u42", "text": "/help"}
-
-
-def signed_post(box: Appliance, name: str, secret: bytes, body: dict[str, Any],
-                **kwargs: Any) -> httpx.Response:
-    return post(box, name, body, hmac_headers(secret, json.dumps(body).encode(), **kwargs))
 
 
 def test_a_signed_webhook_gets_a_reply_signed_by_the_box(secure_box: Appliance) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from selfheal.policy import Backoff
 from selfheal.probes import heartbeat_file
-from selfheal.supervisor import ChildSpec, ProbeSettings, Supervisor
+from selfheal.supervisor import ChildSpec, ProbeSettings, SupervisionEvent, Supervisor
 
 
 def quick_backoff() -> Backoff:
@@ -33,30 +33,30 @@ async def run_for(supervisor: Supervisor, seconds: float) -> None:
 def test_a_child_that_exits_at_once_ends_in_a_crash_loop_with_one_escalation(
         tmp_path: Path) -> None:
     hook_log = tmp_path / "hook.log"
-    events: list[tuple[str, ...]] = []
+    events: list[SupervisionEvent] = []
     supervisor = Supervisor(
         [ChildSpec("flaky", python("import sys; sys.exit(3)"))], quick_backoff, 5,
         crash_loop=(4, 60), state_file=tmp_path / "state.json",
         escalation_hook=f"sh -c 'echo $APPLIANCE_FAILED_SERVICE >> {hook_log}'",
-        on_event=lambda *e: events.append(e))
+        on_event=events.append)
     asyncio.run(run_for(supervisor, 6))
     state = json.loads((tmp_path / "state.json").read_text())["flaky"]
     assert state["state"] in ("failed", "stopped") and state["restarts"] == 4
     assert state["escalated"] is True
     assert hook_log.read_text().split() == ["flaky"]
-    assert [e[0] for e in events].count("crash_loop") == 1
-    assert [e[0] for e in events].count("restart") == 3
+    assert [e.kind for e in events].count("crash_loop") == 1
+    assert [e.kind for e in events].count("restart") == 3
 
 
 def test_a_crash_looped_child_is_started_again_after_its_cool_down(tmp_path: Path) -> None:
     starts = tmp_path / "starts"
-    events: list[tuple[str, ...]] = []
+    events: list[SupervisionEvent] = []
     code = f"open({str(starts)!r}, 'a').write('x\\n'); raise SystemExit(3)"
     supervisor = Supervisor([ChildSpec("flaky", python(code))], quick_backoff, 5,
                             crash_loop=(3, 60), cooldown_s=1.5,
-                            on_event=lambda *e: events.append(e))
+                            on_event=events.append)
     asyncio.run(run_for(supervisor, 5))
-    kinds = [e[0] for e in events]
+    kinds = [e.kind for e in events]
     assert kinds.count("crash_loop") >= 1 and "cooldown_retry" in kinds
     # three starts made the crash loop; the cool-down gave it a fresh count and more starts
     assert len(starts.read_text().split()) > 3
@@ -88,11 +88,11 @@ def test_a_stopped_child_is_detected_by_its_probe_and_replaced(tmp_path: Path) -
     pids = tmp_path / "pids"
     code = (f"import os, time\nopen({str(pids)!r}, 'a').write(str(os.getpid()) + '\\n')\n"
             f"while True:\n    open({str(beat)!r}, 'w').close(); time.sleep(0.1)")
-    events: list[tuple[str, ...]] = []
+    events: list[SupervisionEvent] = []
     supervisor = Supervisor(
         [ChildSpec("worker", python(code), heartbeat_file(beat, 0.5), start_grace_s=0.5)],
         quick_backoff, 5, probes=ProbeSettings(interval_s=0.3, timeout_s=0.5, failures=3),
-        on_event=lambda *e: events.append(e))
+        on_event=events.append)
 
     async def scenario() -> None:
         task = asyncio.create_task(supervisor.run())
@@ -109,7 +109,7 @@ def test_a_stopped_child_is_detected_by_its_probe_and_replaced(tmp_path: Path) -
     asyncio.run(scenario())
     assert len(pids.read_text().split()) == 2
     assert supervisor.child("worker").hangs == 1
-    assert any(e[0] == "hang" for e in events)
+    assert any(e.kind == "hang" for e in events)
 
 
 def test_a_requested_restart_is_graceful_and_not_a_crash(tmp_path: Path) -> None:

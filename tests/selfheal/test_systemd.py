@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.probes import heartbeat_file
+from selfheal.supervisor import SupervisionEvent
 from selfheal.systemd import SystemdSelfheal, Watched, escalate
 
 
@@ -29,16 +30,16 @@ class Systemctl:
 
 
 def healer(tmp_path: Path, beat: Path, systemctl: Systemctl,
-           events: list[tuple[str, ...]]) -> SystemdSelfheal:
+           events: list[SupervisionEvent]) -> SystemdSelfheal:
     return SystemdSelfheal([Watched("ops", heartbeat_file(beat, max_age_s=1))],
                            control_dir=tmp_path / "restart", interval_s=0.01, timeout_s=1,
-                           failures=3, on_event=lambda *e: events.append(e), run=systemctl)
+                           failures=3, on_event=events.append, run=systemctl)
 
 
 def test_a_unit_that_stops_answering_is_killed_for_systemd_to_restart(tmp_path: Path) -> None:
     beat = tmp_path / "beat"
     beat.touch()
-    systemctl, events = Systemctl({"appliance-ops.service"}), []
+    systemctl, events = Systemctl({"appliance-ops.service"}), list[SupervisionEvent]()
     watcher = healer(tmp_path, beat, systemctl, events)
     asyncio.run(watcher.tick())
     assert systemctl.calls == []
@@ -47,11 +48,11 @@ def test_a_unit_that_stops_answering_is_killed_for_systemd_to_restart(tmp_path: 
     for _ in range(3):
         asyncio.run(watcher.tick())
     assert systemctl.calls == [["kill", "--signal=SIGKILL", "appliance-ops.service"]]
-    assert events[0][0] == "hang"
+    assert events[0].kind == "hang"
 
 
 def test_an_inactive_unit_is_left_to_systemd(tmp_path: Path) -> None:
-    systemctl, events = Systemctl(set()), []
+    systemctl, events = Systemctl(set()), list[SupervisionEvent]()
     watcher = healer(tmp_path, tmp_path / "missing", systemctl, events)
     for _ in range(5):
         asyncio.run(watcher.tick())
@@ -61,35 +62,35 @@ def test_an_inactive_unit_is_left_to_systemd(tmp_path: Path) -> None:
 def test_a_leak_restart_request_restarts_the_unit(tmp_path: Path) -> None:
     beat = tmp_path / "beat"
     beat.touch()
-    systemctl, events = Systemctl({"appliance-ops.service"}), []
+    systemctl, events = Systemctl({"appliance-ops.service"}), list[SupervisionEvent]()
     (tmp_path / "restart").mkdir()
     (tmp_path / "restart" / "ops").write_text("slow leak: test")
     asyncio.run(healer(tmp_path, beat, systemctl, events).tick())
     assert systemctl.calls == [["restart", "appliance-ops.service"]]
-    assert "slow leak" in events[0][3]
+    assert "slow leak" in events[0].reason
 
 
 def test_escalation_runs_the_hook_once_with_the_service_named(tmp_path: Path) -> None:
     out = tmp_path / "hook"
-    events: list[tuple[str, ...]] = []
+    events: list[SupervisionEvent] = []
     code = escalate("appliance-engine.service",
                     f"sh -c 'echo $APPLIANCE_FAILED_SERVICE > {out}'",
-                    lambda *e: events.append(e))
+                    events.append)
     assert code == 0 and out.read_text().strip() == "engine"
-    assert events[0][0] == "crash_loop" and "hook exit 0" in events[0][4]
+    assert events[0].kind == "crash_loop" and "hook exit 0" in events[0].action
 
 
 def test_a_crash_looped_unit_is_started_again_by_a_timer_after_the_cool_down() -> None:
     runs: list[list[str]] = []
-    events: list[tuple[str, ...]] = []
-    escalate("appliance-engine.service", "", lambda *e: events.append(e), cooldown_s=300,
+    events: list[SupervisionEvent] = []
+    escalate("appliance-engine.service", "", events.append, cooldown_s=300,
              run=lambda argv: runs.append(argv) or 0)
     [command] = runs
     assert command[0] == "systemd-run" and "--on-active=300s" in command
     assert "--unit=appliance-engine-retry" in command
     assert command[-1] == ("systemctl reset-failed appliance-engine.service; "
                            "systemctl start appliance-engine.service")
-    assert "started again in 300 s" in events[0][4]
+    assert "started again in 300 s" in events[0].action
 
 
 def test_a_service_asks_systemd_for_the_watchdog_timeout_its_settings_give(

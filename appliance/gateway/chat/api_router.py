@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from appliance.gateway.chat.protocol import ChatCompletionRequest
 from appliance.gateway.chat.serving import ChatService
 from appliance.gateway.errors import APIError
+from appliance.gateway.state import gateway_state
 
 router = APIRouter()
 DISCONNECT_POLL_S = 0.5
@@ -23,7 +24,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _service(request: Request) -> ChatService:
-    return request.app.state.chat
+    return gateway_state(request).chat
 
 
 @router.post("/v1/chat/completions", response_model=None)

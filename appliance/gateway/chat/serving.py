@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from appliance.config import Settings
-from appliance.engine.client import EngineClient, EngineRejected, EngineUnavailable, Generation
+from appliance.engine.client import EngineClient, EngineFailure, EngineUnavailable, Generation
+from appliance.engine.protocol import ChatMessage, GenerateParams, StreamEvent
 from appliance.gateway.chat.protocol import ChatCompletionRequest
 from appliance.gateway.errors import APIError, refusal_error
 from appliance.gateway.metrics import GatewayMetrics
@@ -19,8 +20,9 @@ RETRY_AFTER_UNAVAILABLE_S = 5
 RETRY_AFTER_OVERLOADED_S = 2
 
 
-def engine_error(exc: EngineRejected | EngineUnavailable) -> APIError:
-    """The HTTP face of an engine refusal."""
+def engine_error(exc: EngineFailure) -> APIError:
+    """The HTTP face of an engine refusal (the pipeline reads the same codes, see
+    :class:`~appliance.engine.client.EngineFailure`)."""
     if isinstance(exc, EngineUnavailable):
         return APIError(503, f"The inference engine is not available: {exc}. Retry shortly.",
                         code="engine_unavailable", retry_after=RETRY_AFTER_UNAVAILABLE_S)
@@ -51,7 +53,7 @@ class ChatService:
     def served_model(self) -> str:
         return self.client.info.model if self.client.info else self.settings.engine.model
 
-    def _engine_params(self, request: ChatCompletionRequest, gen_id: str) -> dict[str, Any]:
+    def _engine_params(self, request: ChatCompletionRequest, gen_id: str) -> GenerateParams:
         if request.model.lower() != self.served_model():
             raise APIError(404, f"The model '{request.model}' does not exist on this appliance; "
                            f"it serves '{self.served_model()}' (see GET /v1/models)",
@@ -63,8 +65,8 @@ class ChatService:
                 raise APIError(400, f"messages[{index}].content is empty",
                                param=f"messages[{index}].content", code="empty_message")
             role = "system" if message.role == "developer" else message.role
-            messages.append({"role": role, "content": text})
-        if not any(m["role"] == "user" for m in messages):
+            messages.append(ChatMessage(role=role, content=text))
+        if not any(m.role == "user" for m in messages):
             raise APIError(400, "messages must contain at least one user message",
                            param="messages", code="no_user_message")
         limit = request.completion_limit()
@@ -75,16 +77,10 @@ class ChatService:
         temperature = request.temperature
         if temperature is None:
             temperature = self.settings.engine.default_temperature
-        return {
-            "id": gen_id,
-            "messages": messages,
-            "max_tokens": limit,
-            "temperature": temperature,
-            "top_p": request.top_p if request.top_p is not None else 1.0,
-            "seed": request.seed,
-            "stop": request.stop or [],
-            "ignore_eos": request.ignore_eos,
-        }
+        return GenerateParams(
+            id=gen_id, messages=messages, max_tokens=limit, temperature=temperature,
+            top_p=request.top_p if request.top_p is not None else 1.0, seed=request.seed,
+            stop=request.stop or [], ignore_eos=request.ignore_eos)
 
     async def start(self, request: ChatCompletionRequest) -> Generation:
         """Admit the request into the engine, or raise the APIError that says why not."""
@@ -95,14 +91,13 @@ class ChatService:
         params = self._engine_params(request, f"chatcmpl-{uuid.uuid4().hex[:24]}")
         try:
             return await self.client.submit(params)
-        except (EngineRejected, EngineUnavailable) as exc:
-            reason = exc.code if isinstance(exc, EngineRejected) else "engine_unavailable"
-            self.metrics.rejected.labels(reason).inc()
+        except EngineFailure as exc:
+            self.metrics.rejected.labels(exc.code).inc()
             raise engine_error(exc) from exc
 
     async def _events(
         self, generation: Generation, started: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[StreamEvent]:
         first = True
         try:
             async for event in generation.events(self.settings.engine.request_timeout_s):
@@ -110,11 +105,11 @@ class ChatService:
                     self.metrics.ttft.observe(time.monotonic() - started)
                     first = False
                 if event["event"] == "done":
-                    self.metrics.prompt_tokens.inc(event.get("prompt_tokens", 0))
-                    self.metrics.completion_tokens.inc(event.get("completion_tokens", 0))
+                    self.metrics.prompt_tokens.inc(event["prompt_tokens"])
+                    self.metrics.completion_tokens.inc(event["completion_tokens"])
                 yield event
-        except (EngineRejected, EngineUnavailable) as exc:
-            reason = exc.code if isinstance(exc, EngineRejected) else "engine_lost"
+        except EngineFailure as exc:
+            reason = "engine_lost" if isinstance(exc, EngineUnavailable) else exc.code
             self.metrics.rejected.labels(reason).inc()
             raise engine_error(exc) from exc
 
@@ -125,15 +120,14 @@ class ChatService:
     async def complete(self, request: ChatCompletionRequest, generation: Generation,
                        started: float) -> dict[str, Any]:
         parts: list[str] = []
-        done: dict[str, Any] = {}
+        finish, prompt_tokens, completion_tokens = "stop", generation.prompt_tokens, 0
         async for event in self._events(generation, started):
             if event["event"] == "token":
                 parts.append(event["text"])
             else:
-                done = event
-        finish = done.get("finish_reason", "stop")
-        prompt_tokens = int(done.get("prompt_tokens", generation.prompt_tokens))
-        completion_tokens = int(done.get("completion_tokens", 0))
+                finish = event["finish_reason"]
+                prompt_tokens, completion_tokens = (event["prompt_tokens"],
+                                                    event["completion_tokens"])
         return {
             "id": generation.id,
             "object": "chat.completion",
@@ -171,17 +165,16 @@ class ChatService:
             if event["event"] == "token":
                 held.append(event["text"])
                 now = time.monotonic()
-                busy = self.client.load.get("active", 0) >= self.settings.http.stream_busy_at
+                busy = self.client.active >= self.settings.http.stream_busy_at
                 if not busy or now - last_sent >= interval:
                     yield chunk({"content": "".join(held)})
                     held, last_sent = [], now
                 continue
             if held:
                 yield chunk({"content": "".join(held)})
-            yield chunk({}, event.get("finish_reason", "stop"))
+            yield chunk({}, event["finish_reason"])
             if request.stream_options and request.stream_options.include_usage:
-                prompt = int(event.get("prompt_tokens", 0))
-                completion = int(event.get("completion_tokens", 0))
+                prompt, completion = event["prompt_tokens"], event["completion_tokens"]
                 usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                          "total_tokens": prompt + completion}
                 yield {**chunk({}), "choices": [], "usage": usage}
