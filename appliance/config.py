@@ -100,6 +100,10 @@ class EngineSettings(_Section):
     request_timeout_s: float = Field(
         300.0, gt=0, description="A generation that produces nothing for this long is aborted."
     )
+    max_prompt_tokens: int = Field(
+        0, ge=0, description="Cap on a prompt's tokens on any device (0: the device's own "
+        "limit); set it to npu_max_prompt_len to see on a CPU how an NPU box fits prompts."
+    )
     npu_max_prompt_len: int = Field(
         1024, ge=64, description="NPU compiles static shapes: longest prompt it accepts."
     )
@@ -117,7 +121,28 @@ class EngineSettings(_Section):
 
 class ChatSettings(_Section):
     history_turns: int = Field(
-        8, ge=0, le=200, description="Earlier question/answer pairs sent to the LLM with a message."
+        32, ge=0, le=200, description="Most earlier question/answer pairs offered to the LLM "
+        "with a message; the engine keeps as many of the newest as fit the prompt's budget."
+    )
+    system_prompt: str = Field(
+        "", description="Instructions put first in every chat prompt ('' for none)."
+    )
+    summary_min_interval_s: float = Field(
+        30.0, ge=0, description="Least time between two summary jobs of one conversation."
+    )
+    summary_retries: int = Field(
+        3, ge=0, le=10, description="Attempts a summary job makes before it waits for the "
+        "next turn to fall out of the window."
+    )
+    summary_max_tokens: int = Field(
+        96, ge=8, description="Longest summary the model writes in one job."
+    )
+    summary_max_chars: int = Field(
+        2000, ge=200, description="Longest stored summary (the customer's noted statements "
+        "and the model's summary together); the oldest notes go first."
+    )
+    summary_batch_chars: int = Field(
+        2400, ge=200, description="Most text of fallen-out turns one summary job reads."
     )
     reply_wait_s: float = Field(
         120.0, gt=0, description="How long POST /v1/messages waits for the reply before 202."

@@ -178,6 +178,22 @@ def start_appliance(model_store: Path, tmp_path: Path) -> Iterator[Callable[...,
         instance.stop()
 
 
+@pytest.fixture(scope="module")
+def start_module_appliance(model_store: Path, tmp_path_factory: pytest.TempPathFactory
+                           ) -> Iterator[Callable[..., Appliance]]:
+    """Like ``start_appliance``, shared by the tests of one module that use the same settings."""
+    started: list[Appliance] = []
+
+    def start(wait_ready: bool = True, **env: str) -> Appliance:
+        instance = _start(model_store, tmp_path_factory.mktemp("module"), wait_ready, **env)
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        instance.stop()
+
+
 @pytest.fixture(scope="session")
 def ir_dir(model_store: Path) -> Path:
     return model_store / "models" / MODEL

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
+
 from appliance.engine.jobs import Job, Load
 
 
@@ -27,3 +29,15 @@ class Backend(Protocol):
 
     def alive(self) -> bool:
         """Whether the stepping thread still runs: the systemd watchdog's question."""
+
+
+class EmbeddingBackend(Protocol):
+    """An embedding model the engine serves beside the LLM (the knowledge base and
+    ``/v1/embeddings``); its calls run on the engine's embedding thread, one at a time."""
+
+    model: str
+    dimensions: int
+    device: str
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """L2-normalised float32 vectors, one row a text, and the tokens the texts used."""

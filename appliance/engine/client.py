@@ -8,19 +8,23 @@ while it is away every call fails fast with :class:`EngineUnavailable`: the gate
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
+
+import numpy as np
 
 from appliance.engine import protocol
 
 log = logging.getLogger(__name__)
 Lost = None  # queued for every pending generation when the connection drops
-Queued = protocol.GenerationEvent | None
+Queued = protocol.GenerationEvent | protocol.EmbeddingsEvent | None
 # Refusals worth waiting out: the engine is busy or slow, not saying the request is wrong.
 TRANSIENT_CODES = frozenset({"overloaded", "timeout", "engine_unavailable"})
 
@@ -52,6 +56,13 @@ class EngineRejected(EngineFailure):
     """The engine refused or failed the generation (an ``error`` event, or silence)."""
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # (count, dimensions) float32, L2-normalised
+    prompt_tokens: int
+    model: str
+
+
 class Generation:
     """One accepted generation: iterate its events until ``done``."""
 
@@ -60,6 +71,7 @@ class Generation:
         self.client = client
         self.id = gen_id
         self.prompt_tokens = accepted["prompt_tokens"]
+        self.dropped = accepted["dropped"]
         self._queue = queue
         self._held: Queued = None
         self._holding = False
@@ -103,16 +115,17 @@ class Generation:
                     raise EngineUnavailable("the engine went away during the generation")
                 if event["event"] == "error":
                     raise EngineRejected(event["code"], event["message"])
-                if event["event"] == "accepted":
-                    continue  # not sent twice; ignored if it were
+                if event["event"] in ("accepted", "embeddings"):
+                    continue  # not sent twice, nor to a generation; ignored if it were
                 if event["event"] == "token":
                     if not self._queue.empty():
                         event = self._merge_waiting(event)
                     yield event
                     continue
-                yield event
-                self.finished = True
-                return
+                if event["event"] == "done":
+                    yield event
+                    self.finished = True
+                    return
         finally:
             self.client._pending.pop(self.id, None)
             if not self.finished:
@@ -199,6 +212,31 @@ class EngineClient:
                                  "before accepting the generation")
         return Generation(self, gen_id, queue, first)
 
+    async def embed(self, texts: list[str]) -> Embeddings:
+        """Vectors for ``texts`` from the engine's embedding model."""
+        if self._writer is None:
+            raise EngineUnavailable("the engine is not running")
+        embed_id = f"embed-{next(self._seq)}"
+        queue: asyncio.Queue[Queued] = asyncio.Queue()
+        self._pending[embed_id] = queue
+        try:
+            self._send({"op": "embed", "id": embed_id, "texts": texts})
+            async with asyncio.timeout(self.health_timeout_s * 12):
+                answer = await queue.get()
+        except (TimeoutError, ConnectionError) as exc:
+            raise EngineUnavailable("the engine did not answer the embedding request") from exc
+        finally:
+            self._pending.pop(embed_id, None)
+        if answer is None:
+            raise EngineUnavailable("the engine went away")
+        if answer["event"] == "error":
+            raise EngineRejected(answer["code"], answer["message"])
+        if answer["event"] != "embeddings":
+            raise EngineRejected("engine_error", f"unexpected answer {answer['event']!r}")
+        vectors = np.frombuffer(base64.b64decode(answer["vectors"]), dtype="<f4").reshape(
+            answer["count"], answer["dimensions"])
+        return Embeddings(vectors, answer["prompt_tokens"], answer["model"])
+
     async def abort(self, gen_id: str) -> None:
         self._pending.pop(gen_id, None)
         if self._writer is not None:
@@ -263,7 +301,7 @@ class EngineClient:
             return
         queue = self._pending.get(str(message.get("id", "")))
         if queue is not None:
-            queue.put_nowait(cast(protocol.GenerationEvent, message))
+            queue.put_nowait(cast(Queued, message))
 
     def _disconnected(self) -> None:
         if self._writer is not None:

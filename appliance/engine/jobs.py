@@ -41,11 +41,12 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     handle: Any = None
     first_token: float | None = None
+    dropped: int = 0
 
     def accepted(self) -> None:
         self.emit(AcceptedEvent(id=self.params.id, event="accepted",
                                 prompt_tokens=len(self.prompt_ids),
-                                max_tokens=self.max_new_tokens))
+                                max_tokens=self.max_new_tokens, dropped=self.dropped))
 
     def token(self, text: str) -> None:
         self.emit(TokenEvent(id=self.params.id, event="token", text=text,

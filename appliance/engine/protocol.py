@@ -5,6 +5,8 @@ Gateway -> engine, one object per line:
 - ``{"op": "health", "seq": n}`` -> ``{"op": "health", "seq": n, ...EngineLoad}``
 - ``{"op": "generate", "id": ..., ...GenerateParams}`` -> events below, all with that id
 - ``{"op": "abort", "id": ...}`` -> a final ``done`` with ``finish_reason: "abort"``
+- ``{"op": "embed", "id": ..., "texts": [...]}`` -> one ``embeddings`` event (the vectors,
+  float32 little-endian, base64) or one ``error``
 
 Engine -> gateway events for one generation, in order: ``accepted`` (or one ``error``), then
 ``token`` events (``text`` is the new piece), then exactly one ``done`` or ``error``.
@@ -38,6 +40,7 @@ class AcceptedEvent(TypedDict):
     event: Literal["accepted"]
     prompt_tokens: int
     max_tokens: int
+    dropped: int  # history messages left out to fit (with ``fit``), oldest first
 
 
 class TokenEvent(TypedDict):
@@ -69,6 +72,22 @@ GenerationEvent = AcceptedEvent | TokenEvent | DoneEvent | ErrorEvent
 StreamEvent = TokenEvent | DoneEvent  # what a caller iterating an accepted generation sees
 
 
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128)
+    texts: list[str] = Field(min_length=1, max_length=2048)
+
+
+class EmbeddingsEvent(TypedDict):
+    id: str
+    event: Literal["embeddings"]
+    vectors: str       # base64 of float32 little-endian, count x dimensions, L2-normalised
+    count: int
+    dimensions: int
+    prompt_tokens: int
+    model: str
+
+
 class HealthReport(TypedDict):
     op: Literal["health"]
     seq: int | None
@@ -97,6 +116,10 @@ class GenerateParams(BaseModel):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     ignore_eos: bool = False
+    # Drop the oldest history turns until the prompt fits (appliance.engine.fitting), keeping
+    # ``reserve_tokens`` (default: engine.default_max_tokens) for the answer.
+    fit: bool = False
+    reserve_tokens: int | None = Field(None, ge=1)
 
 
 class EngineInfo(BaseModel):
@@ -110,6 +133,9 @@ class EngineInfo(BaseModel):
     instance: str
     load_seconds: float
     device_reason: str = ""
+    embedding_model: str = ""  # '' when the engine serves no embedding model
+    embedding_dimensions: int = 0
+    embedding_device: str = ""
 
 
 def encode(message: Mapping[str, Any]) -> bytes:

@@ -8,25 +8,30 @@ gateway that died is not waiting for them any more).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from appliance.config import Settings
 from appliance.engine import protocol
-from appliance.engine.backend import Backend
+from appliance.engine.backend import Backend, EmbeddingBackend
 from appliance.engine.batching import ContinuousBatchingBackend
 from appliance.engine.detokenize import batch_decoder
+from appliance.engine.fitting import DoesNotFit, Fitted, fit
 from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, build_pipeline, load_model
 from appliance.engine.stateful import StatefulBackend
@@ -40,9 +45,14 @@ log = logging.getLogger(__name__)
 class Engine:
     """What a connection needs: the backend, the tokenizer and the limits."""
 
-    def __init__(self, settings: Settings, model: LoadedModel) -> None:
+    def __init__(self, settings: Settings, model: LoadedModel,
+                 embedder: EmbeddingBackend | None = None) -> None:
         self.settings = settings
         self.model = model
+        self.embedder = embedder
+        # One thread: embedding calls queue behind each other instead of taking a core each
+        # from the generations.
+        self.embed_thread = concurrent.futures.ThreadPoolExecutor(1, "embed")
         capacity = settings.engine.max_concurrent + settings.engine.max_waiting
         decode = batch_decoder(model.tokenizer.decode)
 
@@ -60,21 +70,34 @@ class Engine:
             device=model.candidate.device,
             pipeline=model.candidate.pipeline,
             context_length=model.entry.facts.context_length,
-            max_prompt_tokens=model.candidate.max_prompt_tokens,
+            max_prompt_tokens=min(model.candidate.max_prompt_tokens,
+                                  settings.engine.max_prompt_tokens or sys.maxsize),
             capacity=capacity,
             pid=os.getpid(),
             instance=uuid.uuid4().hex[:12],
             load_seconds=round(model.load_seconds, 3),
             device_reason=model.candidate.reason,
+            embedding_model=embedder.model if embedder else "",
+            embedding_dimensions=embedder.dimensions if embedder else 0,
+            embedding_device=embedder.device if embedder else "",
         )
         self.pressure = PressureReader(settings.paths.run.pressure)
 
-    def prompt_ids(self, params: protocol.GenerateParams) -> list[int]:
+    def count(self, messages: Sequence[protocol.ChatMessage]) -> list[int]:
         tokenizer = self.model.tokenizer
-        history = [m.model_dump() for m in params.messages]
+        history = [m.model_dump() for m in messages]
         prompt = tokenizer.apply_chat_template(history, add_generation_prompt=True)
         encoded = tokenizer.encode(prompt, add_special_tokens=False)
         return [int(i) for i in encoded.input_ids.data[0]]
+
+    def prompt(self, params: protocol.GenerateParams) -> Fitted:
+        """The prompt's token ids; with ``fit``, the oldest turns dropped to make it fit."""
+        if not params.fit:
+            return Fitted(self.count(params.messages), 0)
+        reserve = params.reserve_tokens or params.max_tokens or \
+            self.settings.engine.default_max_tokens
+        budget = min(self.info.max_prompt_tokens, self.info.context_length - reserve)
+        return fit(params.messages, max(1, budget), self.count)
 
     def shed(self, prompt_tokens: int) -> str | None:
         """Why this request is refused under memory pressure (see ``ops.pressure``), if it is."""
@@ -121,6 +144,7 @@ class Connection:
         self.loop = asyncio.get_running_loop()
         self.outbox: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
         self.open_ids: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._from_thread: collections.deque[protocol.GenerationEvent] = collections.deque()
         self._wakeup_pending = threading.Event()
 
@@ -199,8 +223,38 @@ class Connection:
                              f"cannot prepare prompt: {exc}")
         elif op == "abort":
             self.engine.backend.cancel(str(message.get("id", "")))
+        elif op == "embed":
+            task = asyncio.create_task(self._embed(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         else:
             self._refuse("", "invalid_request", f"unknown op {op!r}")
+
+    async def _embed(self, message: dict[str, Any]) -> None:
+        job_id = str(message.get("id", ""))
+        message.pop("op", None)
+        try:
+            request = protocol.EmbedRequest.model_validate(message)
+        except ValidationError as exc:
+            self._refuse(job_id, "invalid_request", str(exc.errors()[0]["msg"]))
+            return
+        embedder = self.engine.embedder
+        if embedder is None:
+            self._refuse(job_id, "invalid_request", "this engine serves no embedding model "
+                         "(appliance models prepare converts the packaged one)")
+            return
+        try:
+            vectors, tokens = await self.loop.run_in_executor(
+                self.engine.embed_thread, embedder.embed, request.texts)
+        except Exception as exc:
+            log.exception("embedding failed")
+            self._refuse(job_id, "engine_error", f"embedding failed: {exc}")
+            return
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        self._queue(protocol.EmbeddingsEvent(
+            id=job_id, event="embeddings", vectors=base64.b64encode(data.tobytes()).decode(),
+            count=int(data.shape[0]), dimensions=int(data.shape[1]), prompt_tokens=tokens,
+            model=embedder.model))
 
     def _generate(self, message: dict[str, Any]) -> None:
         job_id = str(message.get("id", ""))
@@ -213,7 +267,12 @@ class Connection:
         if params.id in self.open_ids:
             self._refuse(job_id, "invalid_request", "a generation with this id is already running")
             return
-        prompt_ids = self.engine.prompt_ids(params)
+        try:
+            fitted = self.engine.prompt(params)
+        except DoesNotFit as exc:
+            self._refuse(job_id, "context_length_exceeded", str(exc), exc.prompt_tokens)
+            return
+        prompt_ids = fitted.prompt_ids
         budget = self.engine.plan_length(params, len(prompt_ids))
         if isinstance(budget, str):
             self._refuse(job_id, "context_length_exceeded", budget, len(prompt_ids))
@@ -223,6 +282,7 @@ class Connection:
             self._refuse(job_id, "memory_pressure", shed)
             return
         job = new_job(params, prompt_ids, budget, self.emit)
+        job.dropped = fitted.dropped
         self.open_ids.add(params.id)
         try:
             self.engine.backend.submit(job)

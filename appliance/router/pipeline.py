@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineFailure
@@ -30,15 +31,24 @@ from appliance.router.admission import ConversationForbidden, check_text
 from appliance.router.drain import Drain
 from appliance.router.hub import Hub
 from appliance.router.intents import classify
+from appliance.router.memory import Summarizer
+from appliance.router.prompt import Passage, build_prompt
 from appliance.router.skills import SkillContext, run_command
 from appliance.store.messages import ForbiddenConversation as StoredElsewhere
-from appliance.store.messages import MessageRecord, MessageStore, UnknownMessage
+from appliance.store.messages import MessageRecord, MessageStore, Source, Turn, UnknownMessage
 from appliance.store.states import MessageState
+from appliance.store.summaries import SummaryStore
 from selfheal.policy import Backoff
 
 log = logging.getLogger(__name__)
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 10.0
+
+
+class Retriever(Protocol):
+    """The knowledge base as the pipeline sees it (appliance.kb)."""
+
+    def passages(self, query: str, conversation: str) -> Sequence[Passage]: ...
 
 
 class AnswerFailed(Exception):
@@ -54,17 +64,22 @@ def reply_event(record: MessageRecord) -> dict[str, Any]:
         code, _, message = (record.error or "failed: ").partition(": ")
         return {"type": "error", **base, "code": code, "message": message}
     return {"type": "reply", **base, "text": record.reply, "intent": record.intent,
-            "state": str(record.state)}
+            "state": str(record.state), "sources": [s.to_json() for s in record.sources]}
 
 
 class Pipeline:
     def __init__(self, settings: Settings, store: MessageStore, engine: EngineClient,
-                 hub: Hub, drain: Drain | None = None) -> None:
+                 hub: Hub, drain: Drain | None = None, knowledge: Retriever | None = None
+                 ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.hub = hub
         self.drain = drain if drain is not None else Drain(engine)
+        self.knowledge = knowledge
+        self.summaries = SummaryStore(store.db, store.cipher)
+        self.summarizer = Summarizer(settings.chat, store, self.summaries, engine,
+                                     settings.engine.request_timeout_s)
         self._queues: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
 
@@ -77,6 +92,7 @@ class Pipeline:
             self._enqueue(record)
 
     async def stop(self) -> None:
+        await self.summarizer.stop()
         for task in self._workers.values():
             task.cancel()
         for task in list(self._workers.values()):
@@ -150,6 +166,7 @@ class Pipeline:
     async def _process(self, record: MessageRecord) -> None:
         record = self.store.move(record, MessageState.PROCESSING)
         intent = classify(record.text)
+        sources: list[Source] = []
         try:
             if intent.kind == "command":
                 reply = run_command(intent, SkillContext(
@@ -157,13 +174,14 @@ class Pipeline:
                     reset=lambda: self.store.reset(record.conversation, record.seq),
                     status=self._status))
             else:
-                reply = await self._generate(record)
+                reply, sources = await self._answer(record)
         except AnswerFailed as exc:
             record = self.store.move(record, MessageState.FAILED, note=exc.code,
                                      intent=intent.label, error=f"{exc.code}: {exc}")
         else:
-            record = self.store.move(record, MessageState.ANSWERED, intent=intent.label,
-                                     reply=reply)
+            record = self.store.move(
+                record, MessageState.ANSWERED, intent=intent.label, reply=reply,
+                sources=json.dumps([s.to_json() for s in sources]) if sources else "")
         taken = await self.hub.publish(record.conversation, reply_event(record))
         if taken and record.channel != "mqtt":  # an MQTT origin confirms with its PUBACK
             self.delivered(record, note=f"{taken} listener(s)")
@@ -182,21 +200,51 @@ class Pipeline:
             log.exception("could not record the failure of %s/%s", record.conversation,
                           record.id)
 
-    def _prompt(self, record: MessageRecord) -> list[ChatMessage]:
-        turns = self.store.history(record.conversation, record.seq,
-                                   self.settings.chat.history_turns)
-        messages = []
-        for question, answer in turns:
-            messages += [ChatMessage(role="user", content=question),
-                         ChatMessage(role="assistant", content=answer)]
-        return [*messages, ChatMessage(role="user", content=record.text)]
+    async def _answer(self, record: MessageRecord) -> tuple[str, list[Source]]:
+        """The reply from the knowledge, the summary and as many recent turns as fit; the
+        knowledge, then the summary, give way when even the new message alone would not fit
+        beside them (an NPU's prompt is short)."""
+        conversation = record.conversation
+        turns = self.store.history(conversation, record.seq, self.settings.chat.history_turns)
+        summary = self.summaries.get(conversation)
+        passages = list(self.knowledge.passages(record.text, conversation)) \
+            if self.knowledge is not None else []
+        variants = [(passages, summary.text if summary else "")]
+        if passages:
+            variants.append(([], variants[0][1]))
+        if summary is not None:
+            variants.append(([], ""))
+        for number, (shown, summary_text) in enumerate(variants, 1):
+            prompt = build_prompt(record.text, turns, self.settings.chat.system_prompt,
+                                  summary_text, shown)
+            try:
+                reply, dropped = await self._generate(record, prompt)
+            except AnswerFailed as exc:
+                if exc.code != "context_length_exceeded" or number == len(variants):
+                    raise
+                continue
+            self._remember(record, turns, dropped)
+            sources = [Source(p.document, p.chunk, round(p.score, 4)) for p in shown]
+            return reply, sources
+        raise AssertionError("unreachable: the last variant returns or raises")
 
-    async def _generate(self, record: MessageRecord) -> str:
-        """Ask the engine, streaming tokens to listeners; wait out engine restarts."""
+    def _remember(self, record: MessageRecord, turns: Sequence[Turn], dropped: int) -> None:
+        """Turns that were not in the prompt go to the summary (in the background)."""
+        kept = turns[(dropped + 1) // 2:]
+        if not turns or (not dropped and len(turns) < self.settings.chat.history_turns):
+            return  # everything since the reset was in the prompt
+        fallen_upto = kept[0].seq - 1 if kept else turns[-1].seq
+        if fallen_upto > self.store.reset_seq(record.conversation):
+            self.summarizer.schedule(record.conversation, fallen_upto)
+
+    async def _generate(self, record: MessageRecord, prompt: list[ChatMessage]
+                        ) -> tuple[str, int]:
+        """Ask the engine, streaming tokens to listeners; wait out engine restarts. Returns
+        the reply and how many history messages the engine left out to fit."""
         backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, stable_after_s=math.inf)
         while True:
             delay = backoff.next_delay(uptime_s=0)
-            params = GenerateParams(id=f"msg-{uuid.uuid4().hex}", messages=self._prompt(record),
+            params = GenerateParams(id=f"msg-{uuid.uuid4().hex}", messages=prompt, fit=True,
                                     temperature=self.settings.engine.default_temperature)
             parts: list[str] = []
             try:
@@ -207,7 +255,7 @@ class Pipeline:
                         await self.hub.publish(record.conversation, {
                             "type": "token", "conversation": record.conversation,
                             "id": record.id, "seq": record.seq, "text": event["text"]})
-                return "".join(parts)
+                return "".join(parts), generation.dropped
             except EngineFailure as exc:
                 if not exc.transient:
                     raise AnswerFailed(exc.code, exc.message) from exc

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from appliance.router.intents import Intent
 
 HELP = (
-    "Commands: /help (this text), /reset (forget this conversation's history), "
+    "Commands: /help (this text), /reset (forget this conversation's history and its "
+    "summary), "
     "/status (the assistant's state). Anything else is answered by the local assistant."
 )
 

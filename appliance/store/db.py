@@ -1,6 +1,7 @@
 """Open the appliance database: WAL mode, foreign keys, schema created or migrated in place.
 
-Version 2 seals message text and identities at rest (see ``appliance.store.sealed``): every
+Version 3 adds conversation summaries (sealed) and the sources of an answer. Version 2
+seals message text and identities at rest (see ``appliance.store.sealed``): every
 table with sealed columns has a ``kid`` column naming the data key, '' for plaintext rows.
 A version 1 database gains the columns in place; its rows stay plaintext (kid '') until the
 re-encryption pass (``appliance.store.rekey``) seals them.
@@ -14,7 +15,7 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -69,6 +70,13 @@ CREATE TABLE IF NOT EXISTS mqtt_queue (
     kid TEXT NOT NULL DEFAULT '',
     data_key BLOB NOT NULL DEFAULT '');      -- blind index of data (data when kid '')
 CREATE INDEX IF NOT EXISTS mqtt_queue_by_client ON mqtt_queue(client_id, seq);
+CREATE TABLE IF NOT EXISTS summaries (
+    conversation TEXT PRIMARY KEY REFERENCES conversations(id),
+    text         TEXT NOT NULL,              -- sealed; what fell out of the prompt's window
+    upto_seq     INTEGER NOT NULL,           -- the turns up to here are in it
+    updated      REAL NOT NULL,
+    kid          TEXT NOT NULL DEFAULT ''
+);
 """
 # Created after the version 1 columns are added: they index the new columns.
 INDEXES = """
@@ -78,6 +86,7 @@ CREATE INDEX IF NOT EXISTS messages_by_reply ON messages(channel, reply_key);
 CREATE INDEX IF NOT EXISTS transitions_by_kid ON transitions(kid);
 CREATE INDEX IF NOT EXISTS mqtt_retained_by_kid ON mqtt_retained(kid);
 CREATE INDEX IF NOT EXISTS mqtt_queue_by_kid ON mqtt_queue(kid);
+CREATE INDEX IF NOT EXISTS summaries_by_kid ON summaries(kid);
 """
 # Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
 ADDED_COLUMNS = (
@@ -89,6 +98,8 @@ ADDED_COLUMNS = (
     ("mqtt_retained", "kid", "TEXT NOT NULL DEFAULT ''", None),
     ("mqtt_queue", "kid", "TEXT NOT NULL DEFAULT ''", None),
     ("mqtt_queue", "data_key", "BLOB NOT NULL DEFAULT ''", "data"),
+    # Version 2 -> 3: the knowledge-base sources of an answer (JSON; ids and scores only).
+    ("messages", "sources", "TEXT NOT NULL DEFAULT ''", None),
 )
 
 

@@ -13,6 +13,7 @@ conversation belongs to the principal that created it: others are refused (see `
 from __future__ import annotations
 
 import hmac
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,7 +27,29 @@ from appliance.store.sealed import MESSAGES, TRANSITIONS
 from appliance.store.states import FINISHED, PENDING, MessageState, check
 
 RECORD_COLUMNS = ("conversation, id, seq, channel, sender, text, reply_to, received, state, "
-                  "intent, reply, error, answered, delivered, kid")
+                  "intent, reply, error, answered, delivered, sources, kid")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A knowledge-base chunk an answer was given from (ids only: the text stays sealed in
+    the knowledge base)."""
+
+    document: str
+    chunk: int
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"document": self.document, "chunk": self.chunk, "score": self.score}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One answered question of a conversation, as the prompt's history uses it."""
+
+    seq: int
+    question: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,7 @@ class MessageRecord:
     error: str | None
     answered: float | None
     delivered: float | None
+    sources: tuple[Source, ...] = ()
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, sealer: Sealer | None = None) -> MessageRecord:
@@ -53,6 +77,7 @@ class MessageRecord:
         data.update(MESSAGES.open(sealer or Plaintext(), row))
         data.pop("kid", None)
         data["state"] = MessageState(data["state"])
+        data["sources"] = tuple(Source(**s) for s in json.loads(data["sources"] or "[]"))
         return cls(**data)
 
     @property
@@ -61,7 +86,8 @@ class MessageRecord:
         return self.state is MessageState.FAILED or (bool(self.error) and self.reply is None)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "state": str(self.state)}
+        return {**self.__dict__, "state": str(self.state),
+                "sources": [s.to_json() for s in self.sources]}
 
 
 class UnknownMessage(LookupError):
@@ -258,20 +284,46 @@ class MessageStore:
                                (conversation, seq, limit)).fetchall()
         return [self._record(r) for r in rows]
 
-    def history(self, conversation: str, before_seq: int, turns: int) -> list[tuple[str, str]]:
-        """The last ``turns`` (question, answer) pairs before ``before_seq``, since a reset."""
+    def history(self, conversation: str, before_seq: int, turns: int,
+                after_seq: int = 0) -> list[Turn]:
+        """The last ``turns`` answered chat turns before ``before_seq`` (and after
+        ``after_seq``), since the last reset, oldest first."""
         rows = self.db.execute(
-            "SELECT conversation, id, text, reply, kid FROM messages WHERE conversation=? "
-            "AND seq<? AND intent='chat' AND reply IS NOT NULL AND state IN (?, ?) AND seq > "
-            "(SELECT reset_seq FROM conversations WHERE id=?) ORDER BY seq DESC LIMIT ?",
-            (conversation, before_seq, MessageState.ANSWERED, MessageState.DELIVERED,
-             conversation, turns)).fetchall()
-        opened = [MESSAGES.open(self._sealer, r) for r in reversed(rows)]
-        return [(o["text"], o["reply"]) for o in opened]
+            "SELECT conversation, id, seq, text, reply, kid FROM messages WHERE conversation=? "
+            "AND seq<? AND seq>? AND intent='chat' AND reply IS NOT NULL AND state IN (?, ?) "
+            "AND seq > (SELECT reset_seq FROM conversations WHERE id=?) ORDER BY seq DESC "
+            "LIMIT ?",
+            (conversation, before_seq, after_seq, MessageState.ANSWERED,
+             MessageState.DELIVERED, conversation, turns)).fetchall()
+        return [self._turn(r) for r in reversed(rows)]
+
+    def turns_after(self, conversation: str, after_seq: int, before_seq: int,
+                    limit: int) -> list[Turn]:
+        """The first ``limit`` answered chat turns after ``after_seq`` and before
+        ``before_seq``, oldest first: what a summary folds in next."""
+        rows = self.db.execute(
+            "SELECT conversation, id, seq, text, reply, kid FROM messages WHERE conversation=? "
+            "AND seq>? AND seq<? AND intent='chat' AND reply IS NOT NULL AND state IN (?, ?) "
+            "ORDER BY seq LIMIT ?",
+            (conversation, after_seq, before_seq, MessageState.ANSWERED,
+             MessageState.DELIVERED, limit)).fetchall()
+        return [self._turn(r) for r in rows]
+
+    def _turn(self, row: sqlite3.Row) -> Turn:
+        opened = MESSAGES.open(self._sealer, row)
+        return Turn(row["seq"], opened["text"], opened["reply"])
+
+    def reset_seq(self, conversation: str) -> int:
+        row = self.db.execute("SELECT reset_seq FROM conversations WHERE id=?",
+                              (conversation,)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def reset(self, conversation: str, seq: int) -> None:
-        """Forget the history up to and including ``seq`` (the /reset command)."""
-        self.db.execute("UPDATE conversations SET reset_seq=? WHERE id=?", (seq, conversation))
+        """Forget the history up to and including ``seq`` (the /reset command), and the
+        summary of it."""
+        with self._transaction() as db:
+            db.execute("UPDATE conversations SET reset_seq=? WHERE id=?", (seq, conversation))
+            db.execute("DELETE FROM summaries WHERE conversation=?", (conversation,))
 
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()

@@ -71,4 +71,5 @@ TRANSITIONS = SealedTable("transitions", ("conversation", "id", "state", "at"), 
 RETAINED = SealedTable("mqtt_retained", ("topic",), ("data",), binary=True)
 QUEUE = SealedTable("mqtt_queue", ("client_id", "topic"), ("data",), binary=True,
                     index=("data_key", "data"))
-TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE)
+SUMMARIES = SealedTable("summaries", ("conversation",), ("text",))
+TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES)

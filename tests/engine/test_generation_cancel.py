@@ -27,7 +27,8 @@ def test_cancelling_a_reader_as_a_token_arrives_aborts_the_generation() -> None:
         client = RecordingClient()
         for n in range(200):
             queue: asyncio.Queue[Any] = asyncio.Queue()
-            accepted = AcceptedEvent(id=f"g{n}", event="accepted", prompt_tokens=1, max_tokens=9)
+            accepted = AcceptedEvent(id=f"g{n}", event="accepted", prompt_tokens=1, max_tokens=9,
+                                     dropped=0)
             generation = Generation(client, f"g{n}", queue, accepted)  # type: ignore[arg-type]
 
             async def read(gen: Generation = generation) -> None:

@@ -11,7 +11,7 @@ import pytest
 from appliance.config import PathsSettings, Settings
 from appliance.gateway.mqtt.persistence import BrokerState
 from appliance.security.cipher import CipherError, FieldCipher
-from appliance.store.db import connect, data_keys_path, open_cipher
+from appliance.store.db import SCHEMA_VERSION, connect, data_keys_path, open_cipher
 from appliance.store.messages import MessageStore
 from appliance.store.rekey import (
     drop_unused_keys,
@@ -43,7 +43,7 @@ def settings(tmp_path: Path) -> Settings:
 def test_a_version_1_database_is_migrated_and_still_reads(legacy: Path, tmp_path: Path) -> None:
     store = open_store(tmp_path, new_cipher(tmp_path))
     record = store.get("kiosk", "m1")
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert (record.text, record.sender, record.reply) == (
         "LEGACY-TEXT", "LEGACY-SENDER", "LEGACY-REPLY")
     assert [r.id for r in store.undelivered_to("mqtt", "LEGACY-SENDER")] == ["m1"]

@@ -8,8 +8,9 @@ import pytest
 
 from appliance.envelope import Envelope
 from appliance.store.db import connect
-from appliance.store.messages import MessageStore, UnknownMessage
+from appliance.store.messages import MessageStore, Turn, UnknownMessage
 from appliance.store.states import InvalidTransition, MessageState
+from appliance.store.summaries import SummaryStore
 
 
 @pytest.fixture
@@ -73,9 +74,32 @@ def test_history_is_the_answered_chat_turns_since_the_last_reset(store: MessageS
         record, _ = store.accept(envelope(f"m{i}", text=f"q{i}"))
         record = store.move(record, MessageState.PROCESSING)
         store.move(record, MessageState.ANSWERED, reply=f"a{i}", intent="chat")
-    assert store.history("c1", before_seq=5, turns=2) == [("q2", "a2"), ("q3", "a3")]
+    assert store.history("c1", before_seq=5, turns=2) == [Turn(3, "q2", "a2"),
+                                                            Turn(4, "q3", "a3")]
     store.reset("c1", seq=3)
-    assert store.history("c1", before_seq=5, turns=10) == [("q3", "a3")]
+    assert store.history("c1", before_seq=5, turns=10) == [Turn(4, "q3", "a3")]
+
+
+def test_turns_after_a_summary_are_the_oldest_first(store: MessageStore) -> None:
+    for i in range(5):
+        record, _ = store.accept(envelope(f"m{i}", text=f"q{i}"))
+        record = store.move(record, MessageState.PROCESSING)
+        store.move(record, MessageState.ANSWERED, reply=f"a{i}", intent="chat")
+    assert [t.seq for t in store.turns_after("c1", after_seq=1, before_seq=5, limit=2)] == [2, 3]
+
+
+def test_reset_drops_the_conversation_summary(store: MessageStore) -> None:
+    store.accept(envelope("m0"))
+    summaries = SummaryStore(store.db, store.cipher)
+    assert summaries.put("c1", "Noted from the customer: I am Bob", 1, after_reset_seq=0)
+    store.reset("c1", seq=1)
+    assert summaries.get("c1") is None
+
+
+def test_a_summary_finished_after_a_reset_is_not_stored(store: MessageStore) -> None:
+    store.accept(envelope("m0"))
+    store.reset("c1", seq=1)
+    assert not SummaryStore(store.db, store.cipher).put("c1", "old", 1, after_reset_seq=0)
 
 
 def test_the_store_survives_reopening(tmp_path: Path) -> None:
