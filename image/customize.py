@@ -77,8 +77,15 @@ def install_appliance(root: Path, state: BuildState) -> None:
 
 
 def prepare_model(root: Path) -> None:
-    """Convert the default model now, so the box never converts at boot."""
+    """Convert the default models now, so the box never converts at boot.
+
+    The embedding model is exported here on the build host, whose virtualenv has
+    optimum-intel and torch (the box has neither); the export writes the same bytes each run.
+    """
+    from appliance.models.embedding import convert_embedding
+
     (root / MODELS.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    convert_embedding(root / MODELS.lstrip("/"))
     clamp_times(root / "opt", int(os.environ["SOURCE_DATE_EPOCH"]))  # the GGUF's mtime keys a cache
     chroot(root, f"{VENV}/bin/appliance", "models", "prepare", "--config", DEFAULT_CONFIG,
            env={"APPLIANCE_PATHS__DATA_DIR": "/tmp/appliance-build"})

@@ -24,6 +24,7 @@ import pytest
 
 from appliance.config import load
 from appliance.engine.loader import prepare_model
+from appliance.models.embedding import prepare_embedding
 from tests.leakcheck import _suite_temp, pytest_configure, pytest_sessionfinish  # noqa: F401
 
 MODEL = "smollm2-135m-instruct"
@@ -49,12 +50,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data directory whose models/ holds the converted default model and a warm cache."""
+    """A data directory whose models/ holds the converted default model and embedding model,
+    and a warm cache."""
     data_dir = tmp_path_factory.mktemp("store")
     (data_dir / "cache").mkdir()
     os.environ["APPLIANCE_PATHS__DATA_DIR"] = str(data_dir)
     try:
-        prepare_model(load(data_dir / "none.toml").settings)
+        settings = load(data_dir / "none.toml").settings
+        prepare_model(settings)
+        prepare_embedding(settings.paths.models_dir)
     finally:
         del os.environ["APPLIANCE_PATHS__DATA_DIR"]
     return data_dir

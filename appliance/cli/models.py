@@ -50,9 +50,11 @@ def models_list(config: ConfigOption = None,
 @models_app.command("prepare")
 def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")] = None,
                    config: ConfigOption = None) -> None:
-    """Convert a model to OpenVINO IR now (the engine would do it on first start)."""
+    """Convert a model to OpenVINO IR now (the engine would do it on first start); without an
+    id, the served LLM and the embedding model."""
     from appliance.engine.loader import prepare_model
     from appliance.models.default import DefaultModelMissing
+    from appliance.models.embedding import EmbeddingModelMissing, prepare_embedding
     from appliance.models.registry import UnknownModel
 
     settings = load(config).settings
@@ -65,5 +67,16 @@ def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")
         raise typer.Exit(2) from None
     state = f"converted in {seconds:.1f} s" if seconds else "already prepared"
     console.print(f"{entry.id}: {state} -> {entry.ir_dir}")
+    embedding_id = settings.kb.embedding_model
+    if model is not None or not embedding_id:
+        return
+    try:
+        with console.status(f"preparing {embedding_id} (optimum-intel)"):
+            facts, seconds = prepare_embedding(settings.paths.models_dir, embedding_id)
+    except EmbeddingModelMissing as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    state = f"converted in {seconds:.1f} s" if seconds else "already prepared"
+    console.print(f"{facts.id}: {state} -> {facts.folder} ({facts.dimensions} dimensions)")
 
 

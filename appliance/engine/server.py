@@ -31,6 +31,7 @@ from appliance.engine import protocol
 from appliance.engine.backend import Backend, EmbeddingBackend
 from appliance.engine.batching import ContinuousBatchingBackend
 from appliance.engine.detokenize import batch_decoder
+from appliance.engine.embedder import load_embedder
 from appliance.engine.fitting import DoesNotFit, Fitted, fit
 from appliance.engine.jobs import Overloaded, new_job
 from appliance.engine.loader import LoadedModel, build_pipeline, load_model
@@ -309,7 +310,7 @@ def _take_lock(run: RunDir) -> int:
 async def serve(settings: Settings) -> None:
     lock = _take_lock(settings.paths.run)
     model = load_model(settings)
-    engine = Engine(settings, model)
+    engine = Engine(settings, model, load_embedder(settings))
     engine.backend.start()
     socket_path = settings.paths.engine_socket
     socket_path.parent.mkdir(parents=True, exist_ok=True)

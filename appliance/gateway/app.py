@@ -20,6 +20,7 @@ from appliance.gateway.chat.api_router import router as chat_router
 from appliance.gateway.chat.serving import ChatService
 from appliance.gateway.dashboard import router as dashboard_router
 from appliance.gateway.drain_api import router as drain_router
+from appliance.gateway.embeddings_api import router as embeddings_router
 from appliance.gateway.health import metrics_router
 from appliance.gateway.health import router as health_router
 from appliance.gateway.messages_api import router as messages_router
@@ -125,6 +126,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.include_router(metrics_router, dependencies=[Depends(require("metrics"))])
     app.include_router(models_router, dependencies=chat)
     app.include_router(chat_router, dependencies=chat)
+    app.include_router(embeddings_router, dependencies=chat)
     app.include_router(messages_router, dependencies=chat)
     app.include_router(ws_router)  # authenticates before accepting (see ws.py)
     app.include_router(webhooks_router)  # HMAC-signed by the platform, not token-bearing
