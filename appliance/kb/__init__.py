@@ -1,0 +1,1 @@
+"""The knowledge base: documents a customer uploads, as text in chunks ready to embed."""
