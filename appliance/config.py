@@ -174,8 +174,12 @@ class KnowledgeSettings(_Section):
     passages: int = Field(
         3, ge=0, le=20, description="Chunks put in a chat prompt from the bound collections "
         "(0: the chat pipeline does not retrieve).")
+    min_similarity: float = Field(
+        0.3, ge=-1.0, le=1.0, description="A chunk goes into a chat prompt when its cosine "
+        "similarity to the message reaches this ...")
     min_score: float = Field(
-        0.0, ge=0.0, description="Least fused score a chunk needs to go into a chat prompt.")
+        0.5, ge=0.0, le=1.0, description="... or its fused score does (1.0: first in both "
+        "the vector and the keyword search; 0.5: first in one), so small talk gets none.")
     candidates: int = Field(
         50, ge=1, le=1000, description="Hits taken from each of the vector and keyword "
         "searches before they are fused.")

@@ -21,6 +21,7 @@ NOT_ABOVE = {
     "appliance.security": ("appliance.store", "appliance.router", "appliance.gateway",
                            "appliance.cli"),
     "appliance.models": ("appliance.engine", "appliance.gateway", "appliance.cli"),
+    "appliance.kb": ("appliance.router", "appliance.gateway", "appliance.engine", "appliance.cli"),
     "appliance.engine": ("appliance.gateway", "appliance.router", "appliance.cli"),
     "ops": ("appliance.update", "appliance.gateway", "appliance.router", "appliance.cli"),
     "selfheal": ("appliance", "ops"),

@@ -23,6 +23,8 @@ from appliance.gateway.drain_api import router as drain_router
 from appliance.gateway.embeddings_api import router as embeddings_router
 from appliance.gateway.health import metrics_router
 from appliance.gateway.health import router as health_router
+from appliance.gateway.kb_api import UPLOAD_PATH, UPLOAD_SLACK, embed_with, embedding_model
+from appliance.gateway.kb_api import router as kb_router
 from appliance.gateway.messages_api import router as messages_router
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.middleware.body_limit import BodyLimitMiddleware
@@ -35,8 +37,11 @@ from appliance.gateway.state import GatewayState
 from appliance.gateway.webhooks import CallbackSender
 from appliance.gateway.webhooks import router as webhooks_router
 from appliance.gateway.ws import router as ws_router
+from appliance.kb.extract import MB
+from appliance.kb.service import Knowledge
 from appliance.router.drain import Drain
 from appliance.router.hub import Hub
+from appliance.router.knowledge import KnowledgeRetriever
 from appliance.router.pipeline import Pipeline
 from appliance.security.access import Access, log_refusal, signing_keys
 from appliance.security.integrations import Integrations
@@ -66,7 +71,9 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = MessageStore(connect(settings.paths.database, settings.store.synchronous),
                              open_cipher(settings))
-        pipeline = Pipeline(settings, store, client, hub, drain)
+        knowledge = Knowledge(settings, store.cipher, embed_with(client), embedding_model(client))
+        pipeline = Pipeline(settings, store, client, hub, drain,
+                            KnowledgeRetriever(knowledge, settings.kb))
         security_db = connect(settings.paths.database, settings.store.synchronous)
 
         def count_refusal(channel: str, reason: str) -> None:
@@ -79,7 +86,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         access = Access(settings, security_db, count_refusal) if settings.security.auth else None
         # One guard for tokens and webhook nonces (the webhooks need it with auth off too).
         replay = access.guard if access is not None else ReplayGuard(security_db)
-        state.started(pipeline, replay, on_refused, access)
+        state.started(pipeline, replay, on_refused, access, knowledge)
         if tls is not None:
             tls.watcher.on_refused = on_refused
         background = []
@@ -105,6 +112,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
             await bridge.stop()
         await callbacks.close()
         await pipeline.stop()
+        await knowledge.close()
         await client.close()
         for task in background:
             task.cancel()
@@ -127,6 +135,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.include_router(models_router, dependencies=chat)
     app.include_router(chat_router, dependencies=chat)
     app.include_router(embeddings_router, dependencies=chat)
+    app.include_router(kb_router)  # admin to change, chat to search (kb_api.py)
     app.include_router(messages_router, dependencies=chat)
     app.include_router(ws_router)  # authenticates before accepting (see ws.py)
     app.include_router(webhooks_router)  # HMAC-signed by the platform, not token-bearing
@@ -138,7 +147,11 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
 
         app.include_router(leak_router, dependencies=[Depends(require("admin"))])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes,
-                       max_header_bytes=settings.http.max_header_bytes)
+                       max_header_bytes=settings.http.max_header_bytes,
+                       larger={UPLOAD_PATH: (settings.kb.max_upload_mb * MB + UPLOAD_SLACK,
+                                             f"Document uploads are limited to "
+                                             f"{settings.kb.max_upload_mb} MB (kb.max_upload_mb)",
+                                             "too_large")})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -40,7 +40,8 @@ class MessageIn(BaseModel):
 def message_body(record: MessageRecord, duplicate: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"id": record.id, "conversation": record.conversation,
                             "seq": record.seq, "state": str(record.state),
-                            "duplicate": duplicate, "reply": record.reply, "error": None}
+                            "duplicate": duplicate, "reply": record.reply, "error": None,
+                            "sources": [s.to_json() for s in record.sources]}
     if record.failed:
         event = reply_event(record)
         body["error"] = {"code": event["code"], "message": event["message"]}

@@ -19,6 +19,7 @@ from appliance.engine.client import EngineClient
 from appliance.gateway.chat.serving import ChatService
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.mqtt.bridge import MqttBridge
+from appliance.kb.service import Knowledge
 from appliance.router.drain import Drain
 from appliance.router.pipeline import Pipeline
 from appliance.security.access import Access
@@ -51,19 +52,26 @@ class GatewayState:
     access: Access | None = None  # None: security.auth is off
     bridge: MqttBridge | None = None  # None: mqtt.enabled is off
     _pipeline: Pipeline | None = field(default=None, repr=False)
+    _knowledge: Knowledge | None = field(default=None, repr=False)
     _replay: ReplayGuard | None = field(default=None, repr=False)
     _on_refused: RefusalSink | None = field(default=None, repr=False)
 
     def started(self, pipeline: Pipeline, replay: ReplayGuard, on_refused: RefusalSink,
-                access: Access | None) -> None:
+                access: Access | None, knowledge: Knowledge) -> None:
         self._pipeline, self._replay, self._on_refused = pipeline, replay, on_refused
-        self.access = access
+        self.access, self._knowledge = access, knowledge
 
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
             raise NotStarted("the gateway's pipeline is made in its lifespan")
         return self._pipeline
+
+    @property
+    def knowledge(self) -> Knowledge:
+        if self._knowledge is None:
+            raise NotStarted("the knowledge base is opened in the gateway's lifespan")
+        return self._knowledge
 
     @property
     def replay(self) -> ReplayGuard:

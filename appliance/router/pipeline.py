@@ -48,7 +48,8 @@ RETRY_MAX_S = 10.0
 class Retriever(Protocol):
     """The knowledge base as the pipeline sees it (appliance.kb)."""
 
-    def passages(self, query: str, conversation: str) -> Sequence[Passage]: ...
+    async def passages(self, query: str, conversation: str, integration: str | None
+                       ) -> Sequence[Passage]: ...
 
 
 class AnswerFailed(Exception):
@@ -207,7 +208,8 @@ class Pipeline:
         conversation = record.conversation
         turns = self.store.history(conversation, record.seq, self.settings.chat.history_turns)
         summary = self.summaries.get(conversation)
-        passages = list(self.knowledge.passages(record.text, conversation)) \
+        integration = record.reply_to if record.channel == "webhook" else None
+        passages = list(await self.knowledge.passages(record.text, conversation, integration)) \
             if self.knowledge is not None else []
         variants = [(passages, summary.text if summary else "")]
         if passages:

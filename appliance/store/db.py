@@ -1,6 +1,8 @@
 """Open the appliance database: WAL mode, foreign keys, schema created or migrated in place.
 
-Version 3 adds conversation summaries (sealed) and the sources of an answer. Version 2
+Version 4 adds the knowledge base (documents, chunks, vectors sealed; the keyword index holds
+only blinded terms; see ``appliance.kb``). Version 3 adds conversation summaries (sealed) and
+the sources of an answer. Version 2
 seals message text and identities at rest (see ``appliance.store.sealed``): every
 table with sealed columns has a ``kid`` column naming the data key, '' for plaintext rows.
 A version 1 database gains the columns in place; its rows stay plaintext (kid '') until the
@@ -15,7 +17,7 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -77,6 +79,40 @@ CREATE TABLE IF NOT EXISTS summaries (
     updated      REAL NOT NULL,
     kid          TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS kb_documents (
+    id           TEXT PRIMARY KEY,
+    collection   TEXT NOT NULL,
+    name         TEXT NOT NULL,              -- sealed; the file name it was uploaded as
+    name_key     TEXT NOT NULL,              -- blind index of name (a new version replaces)
+    content_key  TEXT NOT NULL,              -- blind index of the content's sha256 (duplicates)
+    kind         TEXT NOT NULL,              -- txt, md, html, pdf, docx
+    size         INTEGER NOT NULL,
+    pages        INTEGER,
+    chunks       INTEGER NOT NULL,
+    added        REAL NOT NULL,
+    kid          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS kb_documents_by_name ON kb_documents(collection, name_key);
+CREATE INDEX IF NOT EXISTS kb_documents_by_content ON kb_documents(collection, content_key);
+CREATE TABLE IF NOT EXISTS kb_chunks (
+    id           INTEGER PRIMARY KEY,        -- also the keyword index's rowid
+    document     TEXT NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
+    ordinal      INTEGER NOT NULL,
+    text         TEXT NOT NULL,              -- sealed
+    kid          TEXT NOT NULL DEFAULT '',
+    UNIQUE (document, ordinal)
+);
+CREATE TABLE IF NOT EXISTS kb_vectors (
+    chunk        INTEGER PRIMARY KEY REFERENCES kb_chunks(id) ON DELETE CASCADE,
+    model        TEXT NOT NULL,              -- the embedding model that made it
+    vector       BLOB NOT NULL,              -- sealed; little-endian float32
+    kid          TEXT NOT NULL DEFAULT ''
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS kb_terms USING fts5(terms, tokenize='ascii');
+CREATE TABLE IF NOT EXISTS kb_bindings (
+    subject      TEXT PRIMARY KEY,           -- conversation:<id> or integration:<name>
+    collections  TEXT NOT NULL               -- JSON list
+);
 """
 # Created after the version 1 columns are added: they index the new columns.
 INDEXES = """
@@ -87,6 +123,9 @@ CREATE INDEX IF NOT EXISTS transitions_by_kid ON transitions(kid);
 CREATE INDEX IF NOT EXISTS mqtt_retained_by_kid ON mqtt_retained(kid);
 CREATE INDEX IF NOT EXISTS mqtt_queue_by_kid ON mqtt_queue(kid);
 CREATE INDEX IF NOT EXISTS summaries_by_kid ON summaries(kid);
+CREATE INDEX IF NOT EXISTS kb_documents_by_kid ON kb_documents(kid);
+CREATE INDEX IF NOT EXISTS kb_chunks_by_kid ON kb_chunks(kid);
+CREATE INDEX IF NOT EXISTS kb_vectors_by_kid ON kb_vectors(kid);
 """
 # Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
 ADDED_COLUMNS = (

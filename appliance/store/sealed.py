@@ -72,4 +72,7 @@ RETAINED = SealedTable("mqtt_retained", ("topic",), ("data",), binary=True)
 QUEUE = SealedTable("mqtt_queue", ("client_id", "topic"), ("data",), binary=True,
                     index=("data_key", "data"))
 SUMMARIES = SealedTable("summaries", ("conversation",), ("text",))
-TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES)
+KB_DOCUMENTS = SealedTable("kb_documents", ("id",), ("name",), index=("name_key", "name"))
+KB_CHUNKS = SealedTable("kb_chunks", ("document", "ordinal"), ("text",))
+KB_VECTORS = SealedTable("kb_vectors", ("chunk", "model"), ("vector",), binary=True)
+TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES, KB_DOCUMENTS, KB_CHUNKS, KB_VECTORS)

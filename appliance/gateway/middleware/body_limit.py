@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,11 +15,17 @@ class BodyTooLarge(Exception):
     pass
 
 
+# A path with a larger limit of its own: (bytes, the 413's message, its code).
+Larger = Mapping[str, tuple[int, str, str]]
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, max_header_bytes: int = 16_384) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_header_bytes: int = 16_384,
+                 larger: Larger | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_header_bytes = max_header_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -37,9 +44,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
+        limit, message, code = self.larger.get(scope.get("path", ""), (
+            self.max_bytes, f"Request body larger than {self.max_bytes} bytes",
+            "request_too_large"))
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._send(send, 413, message, code)
             return
         seen = 0
 
@@ -48,18 +58,14 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except BodyTooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        await self._send(send, 413, f"Request body larger than {self.max_bytes} bytes",
-                         "request_too_large")
+            await self._send(send, 413, message, code)
 
     @staticmethod
     async def _send(send: Send, status: int, message: str, code: str) -> None:

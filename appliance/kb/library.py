@@ -1,0 +1,291 @@
+"""The knowledge base's stored half: documents, their chunks and vectors, the keyword index
+and the collection bindings, in the appliance database (schema in ``appliance.store.db``).
+
+One connection, used from one thread (the knowledge service's), beside the gateway's own:
+SQLite's WAL lets the two work side by side, and a document is written in one short
+transaction. Chunk text, document names and vectors are sealed like message text; the keyword
+index holds blinded terms only (:mod:`appliance.kb.terms`). The vector index lives in memory
+and is rebuilt from the stored vectors on open.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from appliance.kb.fusion import fuse
+from appliance.kb.terms import hasher, index_terms, match_query
+from appliance.kb.vectors import VectorIndex
+from appliance.security.cipher import FieldCipher, Plaintext, Sealer
+from appliance.store.sealed import KB_CHUNKS, KB_DOCUMENTS, KB_VECTORS
+
+COLLECTION = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+DOCUMENT_ID = re.compile(r"^doc-[0-9a-f]{12}$")
+
+
+class UnknownDocument(LookupError):
+    pass
+
+
+class BadCollection(ValueError):
+    pass
+
+
+def check_collection(name: str) -> str:
+    if not COLLECTION.match(name):
+        raise BadCollection(f"{name!r} is not a collection name: lowercase letters, digits, "
+                            "'.', '_' and '-', at most 64, starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    id: str
+    collection: str
+    name: str
+    kind: str
+    size: int
+    pages: int | None
+    chunks: int
+    added: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: int          # the chunk's ordinal in its document
+    document: str
+    name: str
+    collection: str
+    text: str
+    score: float        # fused, 1.0 = first in both searches
+    similarity: float   # cosine similarity to the query (0 when only the keywords found it)
+    keyword: bool       # whether the keyword search found it
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class KnowledgeLibrary:
+    def __init__(self, connection: sqlite3.Connection, cipher: FieldCipher | None,
+                 model: str, dimensions: int) -> None:
+        self.db = connection
+        self._sealer: Sealer = cipher if cipher is not None else Plaintext()
+        self._term = hasher(cipher.blind if cipher is not None else None)
+        self.model = model
+        self.vectors = VectorIndex(dimensions)
+        self._collection_of: dict[str, str] = {}  # document id -> collection
+        self._load()
+
+    def _load(self) -> None:
+        """The vector index from the stored vectors of the current model."""
+        for row in self.db.execute("SELECT id, collection FROM kb_documents"):
+            self._collection_of[row["id"]] = row["collection"]
+        batch: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        rows = self.db.execute(
+            "SELECT v.chunk, v.model, v.vector, v.kid, c.document FROM kb_vectors v "
+            "JOIN kb_chunks c ON c.id = v.chunk WHERE v.model = ?", (self.model,))
+        for row in rows:
+            blob = KB_VECTORS.open(self._sealer, row)["vector"]
+            vector = np.frombuffer(blob, dtype="<f4")
+            if vector.shape[0] != self.vectors.dimensions:
+                continue
+            ids, vectors = batch.setdefault(self._collection_of[row["document"]], ([], []))
+            ids.append(row["chunk"])
+            vectors.append(vector)
+        for collection, (ids, vectors) in batch.items():
+            self.vectors.add(ids, collection, np.stack(vectors))
+
+    # --- documents -------------------------------------------------------------------------
+
+    def _info(self, row: sqlite3.Row) -> DocumentInfo:
+        name = KB_DOCUMENTS.open(self._sealer, row)["name"]
+        return DocumentInfo(row["id"], row["collection"], name, row["kind"], row["size"],
+                            row["pages"], row["chunks"], row["added"])
+
+    def documents(self, collection: str | None = None) -> list[DocumentInfo]:
+        if collection is None:
+            rows = self.db.execute("SELECT * FROM kb_documents ORDER BY added, id")
+        else:
+            rows = self.db.execute("SELECT * FROM kb_documents WHERE collection=? "
+                                   "ORDER BY added, id", (collection,))
+        return [self._info(row) for row in rows]
+
+    def document(self, document_id: str) -> DocumentInfo:
+        row = self.db.execute("SELECT * FROM kb_documents WHERE id=?", (document_id,)
+                              ).fetchone() if DOCUMENT_ID.match(document_id) else None
+        if row is None:
+            raise UnknownDocument(f"no document {document_id!r} in the knowledge base")
+        return self._info(row)
+
+    def duplicate(self, collection: str, sha256: str) -> DocumentInfo | None:
+        row = self.db.execute("SELECT * FROM kb_documents WHERE collection=? AND content_key=?",
+                              (collection, self._sealer.blind(sha256))).fetchone()
+        return self._info(row) if row is not None else None
+
+    def add(self, collection: str, name: str, kind: str, size: int, pages: int | None,
+            sha256: str, chunks: list[str], vectors: np.ndarray
+            ) -> tuple[DocumentInfo, list[str]]:
+        """Store a document with its chunks, vectors and terms in one transaction; a document
+        of the same name in the collection is replaced (its ids are returned)."""
+        check_collection(collection)
+        document_id = f"doc-{uuid.uuid4().hex[:12]}"
+        kid = self._sealer.active_kid
+        row = {"id": document_id}
+        sealed = KB_DOCUMENTS.seal(self._sealer, row, {"name": name}, kid)
+        added = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            replaced = [r["id"] for r in self.db.execute(
+                "SELECT id FROM kb_documents WHERE collection=? AND name_key=?",
+                (collection, sealed["name_key"]))]
+            removed_chunks = self._delete(replaced)
+            self.db.execute(
+                "INSERT INTO kb_documents(id, collection, name, name_key, content_key, kind, "
+                "size, pages, chunks, added, kid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (document_id, collection, sealed["name"], sealed["name_key"],
+                 self._sealer.blind(sha256), kind, size, pages, len(chunks), added, kid))
+            ids = []
+            for ordinal, text in enumerate(chunks):
+                chunk = {"document": document_id, "ordinal": ordinal}
+                text_sealed = KB_CHUNKS.seal(self._sealer, chunk, {"text": text}, kid)
+                cursor = self.db.execute(
+                    "INSERT INTO kb_chunks(document, ordinal, text, kid) VALUES (?,?,?,?)",
+                    (document_id, ordinal, text_sealed["text"], kid))
+                chunk_id = int(cursor.lastrowid or 0)
+                ids.append(chunk_id)
+                vector = np.ascontiguousarray(vectors[ordinal], dtype="<f4").tobytes()
+                vector_sealed = KB_VECTORS.seal(self._sealer, {"chunk": chunk_id,
+                                                               "model": self.model},
+                                                {"vector": vector}, kid)
+                self.db.execute("INSERT INTO kb_vectors(chunk, model, vector, kid) "
+                                "VALUES (?,?,?,?)",
+                                (chunk_id, self.model, vector_sealed["vector"], kid))
+                self.db.execute("INSERT INTO kb_terms(rowid, terms) VALUES (?, ?)",
+                                (chunk_id, index_terms(text, self._term)))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        self.vectors.remove(removed_chunks)
+        for old in replaced:
+            self._collection_of.pop(old, None)
+        self._collection_of[document_id] = collection
+        if ids:
+            self.vectors.add(ids, collection, np.asarray(vectors, dtype=np.float32))
+        return DocumentInfo(document_id, collection, name, kind, size, pages, len(chunks),
+                            added), replaced
+
+    def _delete(self, document_ids: list[str]) -> list[int]:
+        """Inside a transaction: the documents' rows; returns their chunk ids."""
+        chunk_ids: list[int] = []
+        for document_id in document_ids:
+            ids = [r[0] for r in self.db.execute("SELECT id FROM kb_chunks WHERE document=?",
+                                                 (document_id,))]
+            self.db.executemany("DELETE FROM kb_terms WHERE rowid=?", [(i,) for i in ids])
+            self.db.execute("DELETE FROM kb_vectors WHERE chunk IN "
+                            "(SELECT id FROM kb_chunks WHERE document=?)", (document_id,))
+            self.db.execute("DELETE FROM kb_chunks WHERE document=?", (document_id,))
+            self.db.execute("DELETE FROM kb_documents WHERE id=?", (document_id,))
+            chunk_ids += ids
+        return chunk_ids
+
+    def remove(self, document_id: str) -> DocumentInfo:
+        info = self.document(document_id)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            chunk_ids = self._delete([document_id])
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        self.vectors.remove(chunk_ids)
+        self._collection_of.pop(document_id, None)
+        return info
+
+    def collections(self) -> list[dict[str, object]]:
+        rows = self.db.execute("SELECT collection, COUNT(*) AS documents, SUM(chunks) AS chunks "
+                               "FROM kb_documents GROUP BY collection ORDER BY collection")
+        return [{"name": r["collection"], "documents": r["documents"], "chunks": r["chunks"]}
+                for r in rows]
+
+    # --- search ----------------------------------------------------------------------------
+
+    def _keyword(self, query: str, limit: int, collections: list[str] | None) -> list[int]:
+        expression = match_query(query, self._term)
+        if expression is None:
+            return []
+        sql = ("SELECT t.rowid FROM kb_terms t JOIN kb_chunks c ON c.id = t.rowid "
+               "JOIN kb_documents d ON d.id = c.document WHERE kb_terms MATCH ?")
+        args: list[object] = [expression]
+        if collections is not None:
+            sql += f" AND d.collection IN ({','.join('?' * len(collections))})"
+            args += collections
+        sql += " ORDER BY bm25(kb_terms) LIMIT ?"
+        return [r[0] for r in self.db.execute(sql, (*args, limit))]
+
+    def search(self, query: str, vector: np.ndarray | None, k: int,
+               collections: list[str] | None = None, candidates: int = 50,
+               rrf_k: int = 60) -> list[Hit]:
+        """Hybrid search: the nearest vectors and the best BM25 keyword matches, fused."""
+        if collections is not None and not collections:
+            return []
+        near = self.vectors.search(vector, candidates, collections) if vector is not None \
+            else []
+        similarity = dict(near)
+        keyword = self._keyword(query, candidates, collections)
+        found = set(keyword)
+        rankings = [[i for i, _ in near], keyword] if vector is not None else [keyword]
+        fused = fuse(rankings, rrf_k)[:k]
+        return self._hits(fused, similarity, found)
+
+    def _hits(self, fused: list[tuple[int, float]], similarity: dict[int, float],
+              keyword: set[int]) -> list[Hit]:
+        if not fused:
+            return []
+        ids = [i for i, _ in fused]
+        rows = {r["id"]: r for r in self.db.execute(
+            "SELECT c.id, c.document, c.ordinal, c.text, c.kid, d.collection, d.name, "
+            "d.kid AS document_kid, d.name_key FROM kb_chunks c JOIN kb_documents d "
+            f"ON d.id = c.document WHERE c.id IN ({','.join('?' * len(ids))})", ids)}
+        names: dict[str, str] = {}
+        hits = []
+        for chunk_id, score in fused:
+            row = rows.get(chunk_id)
+            if row is None:
+                continue  # removed since the vector index was read
+            text = KB_CHUNKS.open(self._sealer, row)["text"]
+            if row["document"] not in names:
+                names[row["document"]] = KB_DOCUMENTS.open(
+                    self._sealer, {"id": row["document"], "name": row["name"],
+                                   "kid": row["document_kid"]})["name"]
+            hits.append(Hit(row["ordinal"], row["document"], names[row["document"]],
+                            row["collection"], text, round(score, 4),
+                            round(max(0.0, similarity.get(chunk_id, 0.0)), 4),
+                            chunk_id in keyword))
+        return hits
+
+    # --- bindings --------------------------------------------------------------------------
+
+    def bind(self, subject: str, collections: list[str]) -> None:
+        for name in collections:
+            check_collection(name)
+        self.db.execute("INSERT INTO kb_bindings(subject, collections) VALUES (?, ?) "
+                        "ON CONFLICT(subject) DO UPDATE SET collections=excluded.collections",
+                        (subject, json.dumps(collections)))
+
+    def unbind(self, subject: str) -> None:
+        self.db.execute("DELETE FROM kb_bindings WHERE subject=?", (subject,))
+
+    def bound(self, subject: str) -> list[str] | None:
+        row = self.db.execute("SELECT collections FROM kb_bindings WHERE subject=?",
+                              (subject,)).fetchone()
+        return list(json.loads(row[0])) if row is not None else None
