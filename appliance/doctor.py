@@ -11,7 +11,7 @@ from typing import Any, Literal
 import psutil
 
 from appliance.config import LoadedSettings
-from appliance.devices import plan_devices
+from appliance.devices import plan_devices, plan_embedding_devices
 from appliance.engine.loader import available_devices
 from appliance.models import registry
 from appliance.models.default import DefaultModelMissing, link_default_model
@@ -33,6 +33,7 @@ class Report:
     memory: dict[str, int] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
@@ -110,6 +111,7 @@ def examine(loaded: LoadedSettings) -> Report:
             add(Finding("info", f"{entry.id} is not converted yet; the first engine start "
                                 "converts it (run `appliance models prepare` to do it now)"))
 
+    _embedding(report, settings, devices)
     count, size = _dir_size(settings.paths.cache_dir)
     report.cache = {"path": str(settings.paths.cache_dir), "files": count, "bytes": size,
                     "warm": count > 0}
@@ -128,3 +130,30 @@ def examine(loaded: LoadedSettings) -> Report:
     if not loaded.file_exists:
         add(Finding("info", f"no configuration file at {loaded.path}; using defaults"))
     return report
+
+
+def _embedding(report: Report, settings: Any, devices: list[str]) -> None:
+    """The embedding model (the knowledge base and /v1/embeddings): prepared, and where."""
+    from appliance.models.embedding import EmbeddingModelMissing, prepared
+
+    model_id = settings.kb.embedding_model
+    if not model_id:
+        report.findings.append(Finding("info", "kb.embedding_model is '': the knowledge base "
+                                               "and /v1/embeddings are off"))
+        return
+    plan = plan_embedding_devices(devices, settings.kb.embedding_device)
+    try:
+        facts = prepared(settings.paths.models_dir, model_id)
+    except EmbeddingModelMissing as exc:
+        report.findings.append(Finding("error", str(exc)))
+        return
+    report.embedding = {
+        "model": model_id, "prepared": facts is not None,
+        "dimensions": facts.dimensions if facts else None,
+        "setting": settings.kb.embedding_device, "chosen": plan[0].device,
+        "reason": plan[0].reason, "fallbacks": [c.device for c in plan[1:]],
+    }
+    if facts is None:
+        report.findings.append(Finding(
+            "warning", f"the embedding model {model_id} is not converted: run `appliance models "
+                       "prepare` (the knowledge base stays off until it is)"))

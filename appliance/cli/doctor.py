@@ -41,6 +41,11 @@ def doctor(config: ConfigOption = None,
                       f"[/green] ({plan['pipeline']}): {plan['reason']}")
         for rejected in plan["rejected"]:
             console.print(f"  passed over {rejected['device']}: {rejected['why']}")
+    if report.embedding:
+        emb = report.embedding
+        state = f"{emb['dimensions']} dimensions" if emb["prepared"] else "not converted"
+        console.print(f"[bold]Embeddings[/bold] {emb['model']} ({state}), setting "
+                      f"{emb['setting']} -> [green]{emb['chosen']}[/green]: {emb['reason']}")
     _print_models(report.models)
     cache = report.cache
     console.print(f"[bold]Compiled-model cache[/bold] {cache['path']}: {cache['files']} files, "
