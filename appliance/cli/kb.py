@@ -241,3 +241,12 @@ def kb_bind(collections: Annotated[list[str] | None, typer.Argument(
             gateway.call("DELETE", f"/v1/kb/bindings/{kind}/{name}")
             console.print(f"{kind[:-1]} {escape(str(name))} answers from the default "
                           "collections (kb.default_collections)")
+
+
+@kb_app.command("reindex")
+def kb_reindex(config: ConfigOption = None) -> None:
+    """Embed again, from the stored text, every chunk without a vector of the current
+    embedding model (after changing kb.embedding_model)."""
+    with Gateway(load_settings(config)) as gateway, console.status("re-embedding"):
+        done = gateway.call("POST", "/v1/kb/reindex")["reembedded"]
+    console.print(f"re-embedded {done} chunks")

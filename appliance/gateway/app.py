@@ -95,6 +95,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         if store.cipher is not None:  # seals legacy rows, finishes interrupted rotations
             background.append(asyncio.create_task(rekey_forever(store.db, store.cipher)))
         await client.start()
+        background.append(asyncio.create_task(knowledge.warm()))
         await pipeline.start()
         callbacks = CallbackSender(pipeline, state.integrations, keys)
         bridge = None

@@ -5,7 +5,8 @@
   the collection). With ``Accept: application/x-ndjson`` the answer streams the indexing's
   progress, one JSON object a line, and ends with the document or an error.
 - ``GET /v1/kb/documents[?collection=]``, ``DELETE /v1/kb/documents/{id}``,
-  ``GET /v1/kb/collections``.
+  ``GET /v1/kb/collections``, ``POST /v1/kb/reindex`` (embed again what has no vector of the
+  current model).
 - ``POST /v1/kb/search`` ``{"query", "k", "collection"?}`` answers
   ``{"results": [{"document", "name", "collection", "chunk", "text", "score", ...}]}``.
 - ``PUT``/``GET``/``DELETE /v1/kb/bindings/{conversations|integrations}/{id}``
@@ -222,6 +223,18 @@ async def list_collections(request: Request) -> dict[str, Any]:
         return {"collections": await _knowledge(request).collections()}
     except KnowledgeUnavailable as exc:
         raise _unavailable(exc) from None
+
+
+@router.post("/reindex", dependencies=admin)
+async def reindex(request: Request) -> dict[str, Any]:
+    """Embed again every chunk without a vector of the current model (also done in the
+    background whenever the knowledge base opens)."""
+    try:
+        return {"reembedded": await _knowledge(request).reindex()}
+    except KnowledgeUnavailable as exc:
+        raise _unavailable(exc) from None
+    except EngineFailure as exc:
+        raise engine_error(exc) from exc
 
 
 @router.post("/search", dependencies=chat)

@@ -211,6 +211,47 @@ class KnowledgeLibrary:
         self._collection_of.pop(document_id, None)
         return info
 
+    def searchable(self, collections: list[str] | None) -> bool:
+        """Whether any chunk is in these collections (a search of none embeds nothing)."""
+        if collections is None:
+            return bool(self._collection_of)
+        return any(c in collections for c in self._collection_of.values())
+
+    def stale_chunks(self, limit: int) -> list[tuple[int, str, str]]:
+        """Chunks with no vector of the current model (another model made theirs, or they
+        were lost): (id, collection, text), to embed again from the stored text."""
+        rows = self.db.execute(
+            "SELECT c.id, c.document, c.ordinal, c.text, c.kid, d.collection FROM kb_chunks c "
+            "JOIN kb_documents d ON d.id = c.document WHERE NOT EXISTS (SELECT 1 FROM "
+            "kb_vectors v WHERE v.chunk = c.id AND v.model = ?) ORDER BY c.id LIMIT ?",
+            (self.model, limit)).fetchall()
+        return [(r["id"], r["collection"], KB_CHUNKS.open(self._sealer, r)["text"])
+                for r in rows]
+
+    def put_vectors(self, chunks: list[tuple[int, str, str]], vectors: np.ndarray) -> None:
+        """Store re-made vectors (replacing any of another model) and index them."""
+        kid = self._sealer.active_kid
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for (chunk_id, _, _), vector in zip(chunks, vectors, strict=True):
+                blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+                sealed = KB_VECTORS.seal(self._sealer, {"chunk": chunk_id, "model": self.model},
+                                         {"vector": blob}, kid)
+                self.db.execute("INSERT INTO kb_vectors(chunk, model, vector, kid) "
+                                "VALUES (?,?,?,?) ON CONFLICT(chunk) DO UPDATE SET "
+                                "model=excluded.model, vector=excluded.vector, kid=excluded.kid",
+                                (chunk_id, self.model, sealed["vector"], kid))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        by_collection: dict[str, list[int]] = {}
+        for row, (_, collection, _) in enumerate(chunks):
+            by_collection.setdefault(collection, []).append(row)
+        for collection, rows in by_collection.items():
+            self.vectors.add([chunks[r][0] for r in rows], collection,
+                             np.asarray(vectors, dtype=np.float32)[rows])
+
     def collections(self) -> list[dict[str, object]]:
         rows = self.db.execute("SELECT collection, COUNT(*) AS documents, SUM(chunks) AS chunks "
                                "FROM kb_documents GROUP BY collection ORDER BY collection")

@@ -62,6 +62,14 @@ class Knowledge:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "knowledge")
         self._library: KnowledgeLibrary | None = None
         self._opening = asyncio.Lock()
+        self._reindexing: asyncio.Task[None] | None = None
+
+    async def _reindex_quietly(self) -> None:
+        """At open: chunks without a vector of this model get one, in the background."""
+        try:
+            await self.reindex()
+        except Exception as exc:  # the engine went away: the next open tries again
+            log.warning("re-embedding stale chunks stopped: %s", exc)
 
     async def _run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -89,9 +97,22 @@ class Knowledge:
                 self._library = library = await self._run(self._open, model)
                 log.info("knowledge base open: %d chunks searchable by %s", len(library.vectors),
                          model.id)
+                self._reindexing = asyncio.create_task(self._reindex_quietly())
         return library
 
+    async def warm(self, poll_s: float = 0.5) -> None:
+        """Gateway task: open the library as soon as the engine says which embedding model it
+        serves, so the first question does not wait for the vector index to load."""
+        while self._model() is None:
+            await asyncio.sleep(poll_s)
+        try:
+            await self.library()
+        except Exception:
+            log.exception("could not open the knowledge base; the first request tries again")
+
     async def close(self) -> None:
+        if self._reindexing is not None:
+            self._reindexing.cancel()
         if self._library is not None:
             await self._run(self._library.db.close)
             self._library = None
@@ -134,9 +155,26 @@ class Knowledge:
                  f", replacing {', '.join(replaced)}" if replaced else "")
         return Ingested(info, False, replaced)
 
+    async def reindex(self, batch: int | None = None) -> int:
+        """Embed again, from the stored text, every chunk that has no vector of the current
+        model (after the embedding model changed, or vectors were lost); returns how many.
+        Until then those chunks are found by their keywords only."""
+        library = await self.library()
+        size = batch or self.config.embedding_batch
+        done = 0
+        while stale := await self._run(library.stale_chunks, size):
+            vectors = await self._embed([text for _, _, text in stale])
+            await self._run(library.put_vectors, stale, vectors)
+            done += len(stale)
+        if done:
+            log.info("re-embedded %d chunks with %s", done, library.model)
+        return done
+
     async def search(self, query: str, k: int, collections: list[str] | None = None
                      ) -> list[Hit]:
         library = await self.library()
+        if not library.searchable(collections):
+            return []
         vector = (await self._embed([query]))[0]
         return await self._run(library.search, query, vector, k, collections,
                                self.config.candidates, self.config.rrf_k)

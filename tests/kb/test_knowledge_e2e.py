@@ -3,13 +3,18 @@ uploads, searches and chat messages, a real gateway being killed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import signal
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from tests.conftest import Appliance
 from tests.kb.documents import encrypted, pdf, word
@@ -106,6 +111,25 @@ def test_a_chat_reply_names_the_document_it_drew_on(http: httpx.Client, fees: di
     assert reply["state"] == "delivered"
     assert fees["id"] in [s["document"] for s in reply["sources"]]
     assert all(set(s) == {"document", "chunk", "score"} for s in reply["sources"])
+
+
+def test_a_websocket_reply_event_carries_the_sources(box: Appliance, http: httpx.Client,
+                                                    fees: dict) -> None:
+    http.put("/v1/kb/bindings/conversations/ws-fees", json={"collections": ["bank"]})
+
+    async def ask() -> dict:
+        async with websockets.connect(f"ws://127.0.0.1:{box.port}/v1/ws") as socket:
+            await socket.send(json.dumps({"type": "message", "id": "w1",
+                                          "conversation": "ws-fees",
+                                          "text": "Is there a monthly fee on the Plus account?"}))
+            while True:
+                frame = json.loads(await asyncio.wait_for(socket.recv(), 120))
+                if frame["type"] in ("reply", "error"):
+                    return frame
+
+    reply = asyncio.run(ask())
+    assert reply["type"] == "reply"
+    assert fees["id"] in [s["document"] for s in reply["sources"]]
 
 
 def test_small_talk_gets_no_sources(http: httpx.Client, fees: dict) -> None:
@@ -223,6 +247,20 @@ def _ready(box: Appliance) -> bool:
         return httpx.get(f"{box.base_url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_lost_vectors_are_made_again_from_the_stored_text(box: Appliance, http: httpx.Client,
+                                                         fees: dict) -> None:
+    with contextlib.closing(sqlite3.connect(box.data_dir / "appliance.db", timeout=10)) as db:
+        db.execute("DELETE FROM kb_vectors")
+        db.commit()
+    old = box.gateway_pid()
+    os.kill(old, signal.SIGKILL)
+    until(lambda: _ready(box) and box.gateway_pid() != old, timeout=90,
+          what="the supervisor to restart the gateway")
+    until(lambda: search(http, "cash machine abroad fee")[0]["similarity"] > 0.3, timeout=60,
+          what="the chunks to be embedded again")
+    assert search(http, "cash machine abroad fee")[0]["document"] == fees["id"]
 
 
 def test_chunk_text_is_not_readable_in_the_database(box: Appliance, fees: dict) -> None:
