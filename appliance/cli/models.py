@@ -74,8 +74,11 @@ def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")
         with console.status(f"preparing {embedding_id} (optimum-intel)"):
             facts, seconds = prepare_embedding(settings.paths.models_dir, embedding_id)
     except EmbeddingModelMissing as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        # The LLM serves without it (a plain host's release has neither the package nor
+        # optimum-intel): say what is off and why, and do not fail the preparation.
+        err_console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; the knowledge base "
+                          "and /v1/embeddings stay off until the embedding model is prepared")
+        return
     state = f"converted in {seconds:.1f} s" if seconds else "already prepared"
     console.print(f"{facts.id}: {state} -> {facts.folder} ({facts.dimensions} dimensions)")
 
