@@ -31,7 +31,8 @@ def secure_box(model_store: Path, tmp_path_factory: pytest.TempPathFactory
 def cli(box: Appliance, *args: str) -> subprocess.CompletedProcess[str]:
     """``appliance ...`` against the box's data directory, as an operator would run it."""
     env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(box.data_dir),
-           "APPLIANCE_CONFIG": str(box.data_dir / "none.toml"), **SECURE_ENV}
+           "APPLIANCE_CONFIG": str(box.data_dir / "none.toml"),
+           "APPLIANCE_HTTP__PORT": str(box.port), **SECURE_ENV}
     return subprocess.run([sys.executable, "-m", "appliance", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
