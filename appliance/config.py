@@ -190,6 +190,20 @@ class KnowledgeSettings(_Section):
         "no binding of its own (nor its integration's) retrieves from.")
 
 
+class OutboxSettings(_Section):
+    retry_initial_s: float = Field(
+        1.0, gt=0, description="First wait before a failed reply to a platform is sent again.")
+    retry_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between two attempts (the backoff's cap).")
+    max_age_s: float = Field(
+        86_400.0, gt=0, description="A reply not delivered by this age is given up, with an "
+        "event (the platform may no longer take it).")
+    timeout_s: float = Field(15.0, gt=0, description="Longest one send attempt may take.")
+    poll_s: float = Field(
+        1.0, gt=0, le=60, description="Longest the sender sleeps with nothing due.")
+    batch: int = Field(20, ge=1, le=1000, description="Parts taken per pass.")
+
+
 class StoreSettings(_Section):
     synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",
@@ -399,6 +413,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     paths: PathsSettings = Field(default_factory=PathsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import uvicorn
 from fastapi import Depends, FastAPI
 
@@ -42,6 +43,7 @@ from appliance.kb.service import Knowledge
 from appliance.router.drain import Drain
 from appliance.router.hub import Hub
 from appliance.router.knowledge import KnowledgeRetriever
+from appliance.router.outbox import OutboxWorker
 from appliance.router.pipeline import Pipeline
 from appliance.security.access import Access, log_refusal, signing_keys
 from appliance.security.integrations import Integrations
@@ -51,6 +53,7 @@ from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
 from appliance.store.messages import MessageStore
+from appliance.store.outbox import Outbox
 from appliance.store.rekey import rekey_forever
 from appliance.version import running_version
 from selfheal.notify import keep_alive, ready
@@ -97,7 +100,12 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         await client.start()
         background.append(asyncio.create_task(knowledge.warm()))
         await pipeline.start()
-        callbacks = CallbackSender(pipeline, state.integrations, keys)
+        platforms = httpx.AsyncClient(timeout=settings.outbox.timeout_s)
+        outbox = OutboxWorker(
+            pipeline, Outbox(store.db, store.cipher),
+            [CallbackSender(state.integrations, keys, platforms)], settings.outbox,
+            count=lambda kind, outcome: metrics.outbox.labels(kind, outcome).inc())
+        await outbox.start()
         bridge = None
         if settings.mqtt.enabled:
             bridge = MqttBridge(settings, pipeline, access, tls.context if tls else None,
@@ -111,7 +119,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         yield
         if bridge is not None:
             await bridge.stop()
-        await callbacks.close()
+        await outbox.stop()
+        await platforms.aclose()
         await pipeline.stop()
         await knowledge.close()
         await client.close()

@@ -35,6 +35,9 @@ class GatewayMetrics:
         self.auth_refusals = Counter("appliance_auth_refusals_total",
                                      "Credentials refused, by channel and reason",
                                      ["channel", "reason"], registry=r)
+        self.outbox = Counter("appliance_outbox_attempts_total",
+                              "Replies to platforms: parts sent, attempts retried, replies "
+                              "given up", ["kind", "outcome"], registry=r)
         self.draining = Gauge("appliance_gateway_draining",
                               "1 while the gateway drains (refuses new chat work)", registry=r)
         self.in_flight = Gauge("appliance_gateway_in_flight",

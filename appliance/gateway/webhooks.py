@@ -9,10 +9,8 @@ way the box's signature headers let the platform check that the answer is from t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 from typing import Any
 
 import httpx
@@ -25,18 +23,17 @@ from appliance.gateway.errors import APIError, refusal_error
 from appliance.gateway.messages_api import message_body, respond, signed, submit_and_wait
 from appliance.gateway.state import gateway_state
 from appliance.router.admission import Refused
+from appliance.router.outbox import Delivery
 from appliance.router.pipeline import Pipeline
 from appliance.security.integrations import Integration, Integrations
 from appliance.security.signing import box_headers, verify_hmac
 from appliance.security.tokens import AuthError, SigningKeys
 from appliance.store.messages import MessageRecord
+from appliance.store.outbox import OutboxItem
 from appliance.store.states import FINISHED
-from selfheal.policy import Backoff
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-CALLBACK_ATTEMPTS = 4
-CALLBACK_TIMEOUT_S = 10.0
 
 
 class WebhookMessage(BaseModel):
@@ -92,54 +89,50 @@ async def webhook(name: str, request: Request) -> JSONResponse:
 
 
 class CallbackSender:
-    """Posts finished webhook messages to their integration's callback URL, signed by the box;
-    marks them delivered on a 2xx, retries with backoff a few times otherwise."""
+    """The generic webhook's replies, through the outbox: each finished message of an
+    integration with a callback URL is POSTed there, signed by the box, until it answers 2xx
+    (see :mod:`appliance.router.outbox` for the retries and their limits)."""
 
-    def __init__(self, pipeline: Pipeline, integrations: Integrations,
-                 keys: SigningKeys) -> None:
-        self.pipeline = pipeline
+    kind = "webhook"
+
+    def __init__(self, integrations: Integrations, keys: SigningKeys,
+                 client: httpx.AsyncClient) -> None:
         self.integrations = integrations
         self.keys = keys
-        self.client = httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_S)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._unsubscribe = pipeline.hub.subscribe_all(self._on_event)
+        self.client = client
 
-    async def _on_event(self, event: dict[str, Any]) -> bool:
-        if event.get("type") not in ("reply", "error"):
-            return False
-        record = self.pipeline.store.get(event["conversation"], event["id"])
+    def destination(self, record: MessageRecord) -> str | None:
         if record.channel != "webhook":
-            return False
+            return None
         integration = self.integrations.get(record.reply_to)
         if integration is None or not integration.callback_url:
-            return False
-        task = asyncio.create_task(self._post(integration, record))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return False  # delivered only once the callback answers 2xx
+            return None
+        return f"{self.kind}:{integration.name}"
 
-    async def _post(self, integration: Integration, record: MessageRecord) -> None:
-        body = json.dumps(message_body(record, False)).encode()
-        backoff = Backoff(1.0, 2.0 ** CALLBACK_ATTEMPTS, stable_after_s=math.inf)
-        for _ in range(CALLBACK_ATTEMPTS):
-            try:
-                response = await self.client.post(
-                    integration.callback_url, content=body,
-                    headers={"Content-Type": "application/json",
-                             **box_headers(self.keys, body)})
-                if response.is_success:
-                    self.pipeline.delivered(record,
-                                            note=f"webhook {integration.name} callback")
-                    return
-                log.warning("callback %s answered %d", integration.name, response.status_code)
-            except httpx.HTTPError as exc:
-                log.warning("callback %s failed: %s", integration.name, exc)
-            await asyncio.sleep(backoff.next_delay(uptime_s=0))
-        log.error("reply %s/%s not delivered to %s after %d attempts", record.conversation,
-                  record.id, integration.name, CALLBACK_ATTEMPTS)
+    def parts(self, record: MessageRecord) -> list[dict[str, Any]]:
+        return [message_body(record, False)]
 
-    async def close(self) -> None:
-        self._unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
-        await self.client.aclose()
+    async def send(self, item: OutboxItem) -> Delivery:
+        integration = self.integrations.get(item.integration)
+        if integration is None or not integration.callback_url:
+            return Delivery(False, "the integration or its callback URL was removed",
+                            permanent=True)
+        body = json.dumps(item.body).encode()
+        response = await self.client.post(
+            integration.callback_url, content=body,
+            headers={"Content-Type": "application/json", **box_headers(self.keys, body)})
+        if response.is_success:
+            return Delivery(True, f"HTTP {response.status_code}")
+        return Delivery(False, f"HTTP {response.status_code}",
+                        retry_after=retry_after(response.headers.get("retry-after")),
+                        permanent=response.status_code in (404, 410))
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (the date form is taken as no hint)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,5 +1,6 @@
 """Open the appliance database: WAL mode, foreign keys, schema created or migrated in place.
 
+Version 5 adds the outbox (replies to platforms, stored before they are sent; sealed).
 Version 4 adds the knowledge base (documents, chunks, vectors sealed; the keyword index holds
 only blinded terms; see ``appliance.kb``). Version 3 adds conversation summaries (sealed) and
 the sources of an answer. Version 2
@@ -17,7 +18,7 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -109,6 +110,23 @@ CREATE TABLE IF NOT EXISTS kb_vectors (
     kid          TEXT NOT NULL DEFAULT ''
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS kb_terms USING fts5(terms, tokenize='ascii');
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    destination  TEXT NOT NULL,              -- <kind>:<integration>, e.g. webhook:crm
+    part         INTEGER NOT NULL,           -- a reply split to the platform's length limit
+    body         TEXT NOT NULL,              -- sealed; JSON the sender posts
+    state        TEXT NOT NULL,              -- pending, sent, expired
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      REAL NOT NULL,
+    created      REAL NOT NULL,
+    sent         REAL,
+    last_error   TEXT NOT NULL DEFAULT '',   -- the platform's answer (a status, an error code)
+    kid          TEXT NOT NULL DEFAULT '',
+    UNIQUE (conversation, message_id, destination, part)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 CREATE TABLE IF NOT EXISTS kb_bindings (
     subject      TEXT PRIMARY KEY,           -- conversation:<id> or integration:<name>
     collections  TEXT NOT NULL               -- JSON list
@@ -126,6 +144,7 @@ CREATE INDEX IF NOT EXISTS summaries_by_kid ON summaries(kid);
 CREATE INDEX IF NOT EXISTS kb_documents_by_kid ON kb_documents(kid);
 CREATE INDEX IF NOT EXISTS kb_chunks_by_kid ON kb_chunks(kid);
 CREATE INDEX IF NOT EXISTS kb_vectors_by_kid ON kb_vectors(kid);
+CREATE INDEX IF NOT EXISTS outbox_by_kid ON outbox(kid);
 """
 # Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
 ADDED_COLUMNS = (

@@ -232,6 +232,12 @@ class MessageStore:
                 self._log(db, record.conversation, record.id, MessageState.DELIVERED, note)
         return self.get(record.conversation, record.id)
 
+    def trace(self, conversation: str, message_id: str, note: str, label: str = "outbox"
+              ) -> None:
+        """A line in the message's trace that is not a change of state (a delivery attempt)."""
+        with self._transaction() as db:
+            self._log(db, conversation, message_id, label, note)
+
     def _reseal(self, row: sqlite3.Row, changes: dict[str, Any]) -> dict[str, Any]:
         """Sealed column values for ``changes``; a row sealed with an older key (or plaintext)
         is sealed again whole with the active key, so a row never mixes keys."""
@@ -334,7 +340,7 @@ class MessageStore:
         return MessageRecord.from_row(row, self._sealer)
 
     def _log(self, db: sqlite3.Connection, conversation: str, message_id: str,
-             state: MessageState, note: str) -> None:
+             state: MessageState | str, note: str) -> None:
         key = {"conversation": conversation, "id": message_id, "state": state,
                "at": time.time()}
         sealed = TRANSITIONS.seal(self._sealer, key, {"note": note}, self._sealer.active_kid)

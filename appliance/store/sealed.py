@@ -75,4 +75,6 @@ SUMMARIES = SealedTable("summaries", ("conversation",), ("text",))
 KB_DOCUMENTS = SealedTable("kb_documents", ("id",), ("name",), index=("name_key", "name"))
 KB_CHUNKS = SealedTable("kb_chunks", ("document", "ordinal"), ("text",))
 KB_VECTORS = SealedTable("kb_vectors", ("chunk", "model"), ("vector",), binary=True)
-TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES, KB_DOCUMENTS, KB_CHUNKS, KB_VECTORS)
+OUTBOX = SealedTable("outbox", ("conversation", "message_id", "destination", "part"), ("body",))
+TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES, KB_DOCUMENTS, KB_CHUNKS, KB_VECTORS,
+          OUTBOX)
