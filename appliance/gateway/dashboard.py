@@ -1,10 +1,12 @@
-"""``GET /dashboard``: the ops page (charts, events, restarts, benchmarks), for admins.
+"""``GET /dashboard``: the ops page (charts, events, restarts, benchmarks) and its Knowledge
+tab (upload, list, remove and search documents), for admins.
 
 A browser cannot put a bearer header on a navigation, so the page takes its admin token from
 ``?access_token=``; its script then moves the token from the address bar into the
-``Authorization`` header of its calls to ``/v1/ops/*``. The script and style sheet come from
-this package (no CDN: boxes are often offline) and hold no data, so they need no token; a
-strict Content-Security-Policy lets the page load nothing else and talk to nothing else.
+``Authorization`` header of its calls to ``/v1/ops/*`` and ``/v1/kb/*``. The script and
+style sheet come from this package (no CDN: boxes are often offline) and hold no data, so
+they need no token; a strict Content-Security-Policy lets the page load nothing else and talk
+to nothing else.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 /* The ops dashboard: polls /v1/ops/* every few seconds and draws hand-written SVG charts.
  * No library and nothing from the internet: boxes are often offline. Every chart's <svg>
- * carries data-points (points drawn) so tests and people can tell "no data" from "broken". */
+ * carries data-points (points drawn) so tests and people can tell "no data" from "broken".
+ * Its Knowledge page (#knowledge) uploads documents to /v1/kb/*, lists, removes and searches
+ * them; text from documents is only ever set as textContent. */
 "use strict";
 
 (() => {
@@ -49,20 +51,34 @@
     return value;
   }
 
-  async function api(path) {
+  const authHeaders = (extra = {}) =>
+    (token ? { Authorization: "Bearer " + token, ...extra } : { ...extra });
+
+  /** An Error carrying the API's status, message and code ({"error": {...}} bodies). */
+  function apiError(status, body, fallback) {
+    const detail = (body && body.error) || {};
+    const error = new Error(detail.message || fallback || `HTTP ${status}`);
+    error.status = status;
+    error.code = detail.code || "";
+    return error;
+  }
+
+  /** A JSON call to the box; ``json`` (if given) is sent as the request's body. */
+  async function api(path, { method = "GET", json, timeout = FETCH_TIMEOUT_MS } = {}) {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
+    const timer = setTimeout(() => controller.abort(), timeout);
     try {
-      const headers = token ? { Authorization: "Bearer " + token } : {};
-      const response = await fetch(path, { headers, signal: controller.signal,
+      const sending = json !== undefined;
+      const headers = authHeaders(sending ? { "Content-Type": "application/json" } : {});
+      const response = await fetch(path, { method, headers, signal: controller.signal,
+                                           body: sending ? JSON.stringify(json) : undefined,
                                            cache: "no-store", credentials: "omit" });
       const body = await response.json().catch(() => ({}));
-      if (!response.ok) {
-        const error = new Error((body.error && body.error.message) || response.statusText);
-        error.status = response.status;
-        throw error;
-      }
+      if (!response.ok) throw apiError(response.status, body, response.statusText);
       return body;
+    } catch (error) {
+      if (error.name === "AbortError") throw new Error(`no answer in ${timeout / 1000} s`);
+      throw error;
     } finally {
       clearTimeout(timer);
     }
@@ -241,7 +257,8 @@
     node.appendChild(svg);
   }
 
-  function fillTable(id, rows, columns, rowClass, emptyText) {
+  /** Rows of text (or of nodes, such as buttons, that a column makes), or ``emptyText``. */
+  function fillTable(id, rows, columns, rowClass, emptyText, rowAttributes = () => ({})) {
     const body = $(id).tBodies[0];
     body.replaceChildren();
     if (!rows.length) {
@@ -250,8 +267,13 @@
       body.appendChild(tr);
     }
     for (const row of rows) {
-      const tr = el("tr", { class: rowClass(row) });
-      for (const column of columns) tr.appendChild(el("td", {}, String(column(row))));
+      const tr = el("tr", { class: rowClass(row), ...rowAttributes(row) });
+      for (const column of columns) {
+        const value = column(row);
+        const td = el("td");
+        if (value instanceof Node) td.appendChild(value); else td.textContent = String(value);
+        tr.appendChild(td);
+      }
       body.appendChild(tr);
     }
     $(id).setAttribute("data-rows", rows.length);
@@ -305,26 +327,327 @@
     $("status").classList.toggle("error", error);
   }
 
+  /** True (and the status says so) when the token was refused: asking again will not help. */
+  function refused(error) {
+    if (error.status !== 401 && error.status !== 403) return false;
+    setStatus(`refused (${error.status}): ${error.message}. Open ` +
+      "/dashboard?access_token=<admin token> again.", true);
+    return true;
+  }
+
   async function update() {
     try {
       await refresh();
       setStatus(`updated ${stamp(Date.now() / 1000).slice(11)}`);
       return true;
     } catch (error) {
-      if (error.status === 401 || error.status === 403) {
-        setStatus(`refused (${error.status}): ${error.message}. Open ` +
-          "/dashboard?access_token=<admin token> again.", true);
-        return false; // a refused token will not get better by asking again
-      }
+      if (refused(error)) return false; // a refused token will not get better by asking again
       setStatus(`cannot read the box: ${error.message}`, true);
       return true;
     }
   }
 
+  // -- the Knowledge page ---------------------------------------------------------------------
+  const NDJSON = "application/x-ndjson";
+  const UPLOAD_STALL_MS = 5 * 60 * 1000; // an upload whose answer is silent this long failed
+  const SEARCH_TIMEOUT_MS = 60000; // the query is embedded, maybe behind an upload's chunks
+  const CONFIRM_MS = 4000; // how long a "Confirm" button waits for its second click
+  const knowledge = { documents: [] }; // as last listed, for "chunk 2 of 7"
+
+  function bytes(size) {
+    if (!Number.isFinite(size)) return "–";
+    if (size < 1024) return `${size} B`;
+    if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KB`;
+    return `${(size / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function kbNotice(text, error = false) {
+    const notice = $("kb-status");
+    notice.textContent = text || "";
+    notice.hidden = !text;
+    notice.classList.toggle("error", Boolean(error));
+    notice.setAttribute("data-code", (error && error.code) || "");
+  }
+
+  function showCollections(collections) {
+    const list = $("kb-collections");
+    list.replaceChildren();
+    if (!collections.length) list.appendChild(el("li", { class: "none" }, "no collection yet"));
+    for (const c of collections) {
+      const item = el("li", { "data-collection": c.name });
+      item.appendChild(el("b", {}, c.name));
+      item.appendChild(document.createTextNode(
+        ` ${c.documents} document${c.documents === 1 ? "" : "s"}, ` +
+        `${c.chunks} chunk${c.chunks === 1 ? "" : "s"}`));
+      list.appendChild(item);
+    }
+    list.setAttribute("data-collections", collections.length);
+  }
+
+  /** "Remove", then "Confirm" for a few seconds: a second click removes the document. */
+  function removeButton(doc) {
+    const button = el("button", { type: "button", class: "remove", "data-id": doc.id },
+                      "Remove");
+    let timer = null;
+    button.addEventListener("click", async () => {
+      if (!button.classList.contains("confirm")) {
+        button.classList.add("confirm");
+        button.textContent = "Confirm";
+        timer = setTimeout(() => {
+          button.classList.remove("confirm");
+          button.textContent = "Remove";
+        }, CONFIRM_MS);
+        return;
+      }
+      clearTimeout(timer);
+      button.disabled = true;
+      button.textContent = "Removing…";
+      try {
+        await api(`v1/kb/documents/${encodeURIComponent(doc.id)}`, { method: "DELETE" });
+        kbNotice(`removed ${doc.name} from ${doc.collection}`);
+      } catch (error) {
+        if (!refused(error)) kbNotice(`could not remove ${doc.name}: ${error.message}`, error);
+      }
+      await updateKnowledge();
+    });
+    return button;
+  }
+
+  const DOCUMENT_COLUMNS = [(d) => d.name, (d) => d.collection, (d) => d.kind,
+    (d) => bytes(d.size), (d) => d.chunks, (d) => stamp(d.added), (d) => removeButton(d)];
+
+  async function refreshKnowledge() {
+    const [documents, collections] = await Promise.all([
+      api("v1/kb/documents"), api("v1/kb/collections")]);
+    knowledge.documents = documents.documents;
+    fillTable("kb-documents", documents.documents, DOCUMENT_COLUMNS, () => "",
+              "no document yet: add one above", (d) => ({ "data-id": d.id }));
+    showCollections(collections.collections);
+  }
+
+  async function updateKnowledge() {
+    try {
+      await refreshKnowledge();
+      if ($("kb-status").getAttribute("data-code") === "kb_unavailable") kbNotice("");
+      setStatus(`knowledge updated ${stamp(Date.now() / 1000).slice(11)}`);
+    } catch (error) {
+      if (refused(error)) return;
+      kbNotice(error.code === "kb_unavailable" ? `Knowledge base unavailable: ${error.message}`
+        : `cannot read the knowledge base: ${error.message}`, error);
+      if (error.code === "kb_unavailable") {
+        knowledge.documents = [];
+        fillTable("kb-documents", [], DOCUMENT_COLUMNS, () => "", "the knowledge base is off");
+        showCollections([]);
+      }
+      setStatus("knowledge base: " + error.message, true);
+    }
+  }
+
+  /** One line of the upload list: the file's name, a progress bar and what became of it. */
+  function uploadItem(file) {
+    const item = el("li", { class: "upload", "data-state": "uploading", "data-name": file.name });
+    item.appendChild(el("span", { class: "name" }, file.name));
+    const bar = el("progress", { "aria-label": `indexing ${file.name}` });
+    item.appendChild(bar);
+    const message = el("span", { class: "message" }, `uploading ${bytes(file.size)}…`);
+    item.appendChild(message);
+    $("kb-uploads").appendChild(item);
+    return {
+      progress(done, total, text) {
+        bar.max = Math.max(total, 1);
+        bar.value = done;
+        item.setAttribute("data-state", "indexing");
+        message.textContent = text;
+      },
+      finish(state, text) {
+        item.setAttribute("data-state", state);
+        message.textContent = text;
+        if (state === "done" || state === "duplicate") {
+          bar.max = 1;
+          bar.value = 1;
+        } else {
+          bar.remove();
+        }
+      },
+    };
+  }
+
+  /** POST one file; reports the NDJSON progress lines and returns the final document. */
+  async function uploadFile(file, collection, line) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    if (collection) form.append("collection", collection);
+    const controller = new AbortController();
+    let timer = setTimeout(() => controller.abort(), UPLOAD_STALL_MS);
+    const alive = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(), UPLOAD_STALL_MS);
+    };
+    try {
+      const response = await fetch("v1/kb/documents", {
+        method: "POST", body: form, headers: authHeaders({ Accept: NDJSON }),
+        signal: controller.signal, cache: "no-store", credentials: "omit" });
+      if (!(response.headers.get("content-type") || "").startsWith(NDJSON)) {
+        // Refused before indexing started (a 4xx), or a duplicate (200): plain JSON.
+        const body = await response.json().catch(() => ({}));
+        if (!response.ok) throw apiError(response.status, body, response.statusText);
+        return body;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "", result = null, total = 0;
+      const handle = (event) => {
+        if (event.event === "chunked") {
+          total = event.chunks;
+          line.progress(0, total, `embedding 0 of ${total} chunks…`);
+        } else if (event.event === "embedded") {
+          total = event.total;
+          line.progress(event.done, total, `embedding ${event.done} of ${total} chunks…`);
+        } else if (event.event === "done") {
+          result = event.document;
+        } else if (event.event === "error") {
+          throw apiError(response.status, event, "indexing failed");
+        }
+      };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        alive();
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n")) >= 0) {
+          const text = buffer.slice(0, end).trim();
+          buffer = buffer.slice(end + 1);
+          if (text) handle(JSON.parse(text));
+        }
+      }
+      if (buffer.trim()) handle(JSON.parse(buffer));
+      if (result === null) throw new Error("the answer ended before the document was indexed");
+      return result;
+    } catch (error) {
+      if (error.name === "AbortError") {
+        throw new Error(`no word from the box in ${UPLOAD_STALL_MS / 60000} minutes`);
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function uploadAll(event) {
+    event.preventDefault();
+    const input = $("kb-files");
+    const files = [...input.files];
+    if (!files.length) {
+      kbNotice("choose one or more files first", true);
+      return;
+    }
+    const collection = $("kb-collection").value.trim() || "default";
+    $("kb-upload-button").disabled = true;
+    kbNotice("");
+    try {
+      for (const file of files) { // one at a time: the box embeds one document at a time
+        const line = uploadItem(file);
+        try {
+          const doc = await uploadFile(file, collection, line);
+          if (doc.duplicate) {
+            line.finish("duplicate", `already in ${doc.collection} as ${doc.name}: ` +
+              "nothing added");
+          } else {
+            const replaced = (doc.replaced || []).length;
+            line.finish("done", `${doc.chunks} chunk${doc.chunks === 1 ? "" : "s"} in ` +
+              `${doc.collection}` + (replaced ? `, replacing the earlier version` : ""));
+          }
+        } catch (error) {
+          line.finish("error", error.message);
+          if (refused(error)) break;
+          if (error.code === "kb_unavailable") {
+            kbNotice(`Knowledge base unavailable: ${error.message}`, error);
+          }
+        }
+        await updateKnowledge();
+      }
+    } finally {
+      input.value = "";
+      $("kb-upload-button").disabled = false;
+    }
+  }
+
+  function showResults(results) {
+    const list = $("kb-results");
+    list.replaceChildren();
+    for (const hit of results) {
+      const item = el("li", { class: "hit", "data-document": hit.document,
+                              "data-chunk": hit.chunk });
+      const head = el("div", { class: "hit-head" });
+      head.appendChild(el("b", { class: "hit-name" }, hit.name));
+      const doc = knowledge.documents.find((d) => d.id === hit.document);
+      head.appendChild(el("span", { class: "hit-chunk" },
+                          `chunk ${hit.chunk + 1}${doc ? ` of ${doc.chunks}` : ""}`));
+      head.appendChild(el("span", { class: "hit-collection" }, hit.collection));
+      head.appendChild(el("span", { class: "hit-score" }, `score ${hit.score.toFixed(2)}`));
+      head.appendChild(el("span", { class: "hit-detail" },
+        `similarity ${hit.similarity.toFixed(2)}${hit.keyword ? ", keywords matched" : ""}`));
+      item.appendChild(head);
+      item.appendChild(el("blockquote", { class: "passage" }, hit.text));
+      list.appendChild(item);
+    }
+    list.setAttribute("data-results", results.length);
+  }
+
+  async function search(event) {
+    event.preventDefault();
+    const query = $("kb-query").value.trim();
+    const note = $("kb-search-status");
+    note.classList.remove("error");
+    if (!query) {
+      note.textContent = "type a question or some words first";
+      return;
+    }
+    const k = Math.min(Math.max(Math.round(Number($("kb-k").value)) || 5, 1), 50);
+    const collection = $("kb-search-collection").value.trim();
+    const request = { query, k, ...(collection ? { collection } : {}) };
+    $("kb-search-button").disabled = true;
+    note.textContent = "searching…";
+    try {
+      const { results } = await api("v1/kb/search", { method: "POST", json: request,
+                                                      timeout: SEARCH_TIMEOUT_MS });
+      showResults(results);
+      note.textContent = results.length ? `${results.length} passage` +
+        `${results.length === 1 ? "" : "s"}, best first` : "nothing found";
+    } catch (error) {
+      showResults([]);
+      refused(error);
+      note.textContent = error.code === "kb_unavailable"
+        ? `Knowledge base unavailable: ${error.message}` : `search failed: ${error.message}`;
+      note.classList.add("error");
+    } finally {
+      $("kb-search-button").disabled = false;
+    }
+  }
+
+  // -- pages ----------------------------------------------------------------------------------
+  const PAGES = ["ops", "knowledge"];
+  let page = "ops";
+
+  function showPage() {
+    const wanted = window.location.hash.slice(1);
+    page = PAGES.includes(wanted) ? wanted : "ops";
+    for (const name of PAGES) {
+      $("page-" + name).hidden = name !== page;
+      if (name === page) $("tab-" + name).setAttribute("aria-current", "page");
+      else $("tab-" + name).removeAttribute("aria-current");
+    }
+    $("window-label").hidden = page !== "ops";
+    document.body.setAttribute("data-page", page);
+    if (page === "knowledge") updateKnowledge(); else update();
+  }
+
   let refreshes = 0;
   async function loop() {
     refreshes += 1;
-    const again = document.hidden ? true : await update();
+    // Charts are drawn only while someone can see them.
+    const again = document.hidden || page !== "ops" ? true : await update();
     if (!again) return;
     if (refreshes >= MAX_REFRESHES) {
       setStatus("paused after a day: reload the page to continue", true);
@@ -334,5 +657,9 @@
   }
 
   $("window").addEventListener("change", () => { update(); });
+  $("kb-upload").addEventListener("submit", uploadAll);
+  $("kb-search").addEventListener("submit", search);
+  window.addEventListener("hashchange", showPage);
+  if (window.location.hash === "#knowledge") showPage(); // a link straight to the page
   loop();
 })();
