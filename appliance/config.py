@@ -190,6 +190,21 @@ class KnowledgeSettings(_Section):
         "no binding of its own (nor its integration's) retrieves from.")
 
 
+class ImSettings(_Section):
+    wecom_api_base: str = Field("https://qyapi.weixin.qq.com",
+                                description="WeCom server API (gettoken, message/send).")
+    dingtalk_api_base: str = Field("https://api.dingtalk.com",
+                                   description="DingTalk open API (robot messages).")
+    feishu_api_base: str = Field("https://open.feishu.cn",
+                                 description="Feishu/Lark open API (tokens, message reply).")
+    telegram_api_base: str = Field("https://api.telegram.org",
+                                   description="Telegram Bot API.")
+    slack_api_base: str = Field("https://slack.com/api", description="Slack Web API.")
+    signature_window_s: float = Field(
+        300.0, gt=0, description="Platform requests signed further from now than this are "
+        "refused (a replayed or delayed request).")
+
+
 class OutboxSettings(_Section):
     retry_initial_s: float = Field(
         1.0, gt=0, description="First wait before a failed reply to a platform is sent again.")
@@ -414,6 +429,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    im: ImSettings = Field(default_factory=ImSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     paths: PathsSettings = Field(default_factory=PathsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

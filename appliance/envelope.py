@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-Channel = Literal["http", "ws", "mqtt", "webhook"]
+Channel = Literal["http", "ws", "mqtt", "webhook", "im"]
 
 
 class Envelope(BaseModel):

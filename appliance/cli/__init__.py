@@ -9,6 +9,7 @@ import typer
 from appliance.cli.bench import bench_app
 from appliance.cli.configuration import config_app
 from appliance.cli.doctor import doctor_app
+from appliance.cli.im import im_app
 from appliance.cli.kb import kb_app
 from appliance.cli.messages import messages_app
 from appliance.cli.models import models_app
@@ -24,7 +25,7 @@ for verbs in (run_app, doctor_app):  # top-level verbs: up, selfheal, engine, ..
 for group, name in ((models_app, "models"), (config_app, "config"), (bench_app, "bench"),
                     (messages_app, "messages"), (certs_app, "certs"), (token_app, "token"),
                     (keys_app, "keys"), (webhook_app, "webhook"), (update_app, "update"),
-                    (service_app, "service"), (kb_app, "kb")):
+                    (service_app, "service"), (kb_app, "kb"), (im_app, "im")):
     app.add_typer(group, name=name)
 
 

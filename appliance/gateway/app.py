@@ -24,6 +24,8 @@ from appliance.gateway.drain_api import router as drain_router
 from appliance.gateway.embeddings_api import router as embeddings_router
 from appliance.gateway.health import metrics_router
 from appliance.gateway.health import router as health_router
+from appliance.gateway.im import ROUTERS as IM_ROUTERS
+from appliance.gateway.im import senders as im_senders
 from appliance.gateway.kb_api import UPLOAD_PATH, UPLOAD_SLACK, embed_with, embedding_model
 from appliance.gateway.kb_api import router as kb_router
 from appliance.gateway.messages_api import router as messages_router
@@ -52,6 +54,7 @@ from appliance.security.replay import ReplayGuard
 from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
 from appliance.store.db import connect, open_cipher
+from appliance.store.im_integrations import ImIntegrations
 from appliance.store.messages import MessageStore
 from appliance.store.outbox import Outbox
 from appliance.store.rekey import rekey_forever
@@ -89,7 +92,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         access = Access(settings, security_db, count_refusal) if settings.security.auth else None
         # One guard for tokens and webhook nonces (the webhooks need it with auth off too).
         replay = access.guard if access is not None else ReplayGuard(security_db)
-        state.started(pipeline, replay, on_refused, access, knowledge)
+        im = ImIntegrations(store.db, store.cipher)
+        state.started(pipeline, replay, on_refused, access, knowledge, im)
         if tls is not None:
             tls.watcher.on_refused = on_refused
         background = []
@@ -103,7 +107,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         platforms = httpx.AsyncClient(timeout=settings.outbox.timeout_s)
         outbox = OutboxWorker(
             pipeline, Outbox(store.db, store.cipher),
-            [CallbackSender(state.integrations, keys, platforms)], settings.outbox,
+            [CallbackSender(state.integrations, keys, platforms),
+             *im_senders(im, settings.im, platforms)], settings.outbox,
             count=lambda kind, outcome: metrics.outbox.labels(kind, outcome).inc())
         await outbox.start()
         bridge = None
@@ -149,6 +154,8 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.include_router(messages_router, dependencies=chat)
     app.include_router(ws_router)  # authenticates before accepting (see ws.py)
     app.include_router(webhooks_router)  # HMAC-signed by the platform, not token-bearing
+    for im_router in IM_ROUTERS:  # each platform's own signature or encryption (gateway/im)
+        app.include_router(im_router)
     app.include_router(ops_router)  # scope admin (see ops_api.py)
     app.include_router(drain_router)  # scope admin (see drain_api.py)
     app.include_router(dashboard_router)  # admin token also from ?access_token= (dashboard.py)

@@ -27,6 +27,7 @@ from appliance.security.integrations import Integrations
 from appliance.security.replay import ReplayGuard
 from appliance.security.tls import ReloadingContext
 from appliance.security.tokens import SigningKeys
+from appliance.store.im_integrations import ImIntegrations
 
 # channel, peer, reason, detail: logged and counted (see appliance.security.access)
 RefusalSink = Callable[[str, str, str, str], None]
@@ -53,13 +54,14 @@ class GatewayState:
     bridge: MqttBridge | None = None  # None: mqtt.enabled is off
     _pipeline: Pipeline | None = field(default=None, repr=False)
     _knowledge: Knowledge | None = field(default=None, repr=False)
+    _im: ImIntegrations | None = field(default=None, repr=False)
     _replay: ReplayGuard | None = field(default=None, repr=False)
     _on_refused: RefusalSink | None = field(default=None, repr=False)
 
     def started(self, pipeline: Pipeline, replay: ReplayGuard, on_refused: RefusalSink,
-                access: Access | None, knowledge: Knowledge) -> None:
+                access: Access | None, knowledge: Knowledge, im: ImIntegrations) -> None:
         self._pipeline, self._replay, self._on_refused = pipeline, replay, on_refused
-        self.access, self._knowledge = access, knowledge
+        self.access, self._knowledge, self._im = access, knowledge, im
 
     @property
     def pipeline(self) -> Pipeline:
@@ -72,6 +74,12 @@ class GatewayState:
         if self._knowledge is None:
             raise NotStarted("the knowledge base is opened in the gateway's lifespan")
         return self._knowledge
+
+    @property
+    def im(self) -> ImIntegrations:
+        if self._im is None:
+            raise NotStarted("the IM integrations are opened in the gateway's lifespan")
+        return self._im
 
     @property
     def replay(self) -> ReplayGuard:

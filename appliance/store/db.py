@@ -1,6 +1,7 @@
 """Open the appliance database: WAL mode, foreign keys, schema created or migrated in place.
 
-Version 5 adds the outbox (replies to platforms, stored before they are sent; sealed).
+Version 6 adds instant-messaging integrations (their secrets sealed). Version 5 adds the
+outbox (replies to platforms, stored before they are sent; sealed).
 Version 4 adds the knowledge base (documents, chunks, vectors sealed; the keyword index holds
 only blinded terms; see ``appliance.kb``). Version 3 adds conversation summaries (sealed) and
 the sources of an answer. Version 2
@@ -18,7 +19,7 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -127,6 +128,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (conversation, message_id, destination, part)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+CREATE TABLE IF NOT EXISTS im_integrations (
+    name         TEXT PRIMARY KEY,
+    platform     TEXT NOT NULL,              -- wecom, dingtalk, feishu, telegram, slack
+    config       TEXT NOT NULL,              -- sealed JSON: ids, secrets, tokens, api_base
+    created      REAL NOT NULL,
+    last_ok      REAL,                       -- the platform's last success answer
+    last_error   TEXT NOT NULL DEFAULT '',
+    last_error_at REAL,
+    kid          TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS kb_bindings (
     subject      TEXT PRIMARY KEY,           -- conversation:<id> or integration:<name>
     collections  TEXT NOT NULL               -- JSON list
@@ -145,6 +156,7 @@ CREATE INDEX IF NOT EXISTS kb_documents_by_kid ON kb_documents(kid);
 CREATE INDEX IF NOT EXISTS kb_chunks_by_kid ON kb_chunks(kid);
 CREATE INDEX IF NOT EXISTS kb_vectors_by_kid ON kb_vectors(kid);
 CREATE INDEX IF NOT EXISTS outbox_by_kid ON outbox(kid);
+CREATE INDEX IF NOT EXISTS im_integrations_by_kid ON im_integrations(kid);
 """
 # Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
 ADDED_COLUMNS = (

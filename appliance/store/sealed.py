@@ -76,5 +76,6 @@ KB_DOCUMENTS = SealedTable("kb_documents", ("id",), ("name",), index=("name_key"
 KB_CHUNKS = SealedTable("kb_chunks", ("document", "ordinal"), ("text",))
 KB_VECTORS = SealedTable("kb_vectors", ("chunk", "model"), ("vector",), binary=True)
 OUTBOX = SealedTable("outbox", ("conversation", "message_id", "destination", "part"), ("body",))
+IM_INTEGRATIONS = SealedTable("im_integrations", ("name", "platform"), ("config",))
 TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES, KB_DOCUMENTS, KB_CHUNKS, KB_VECTORS,
-          OUTBOX)
+          OUTBOX, IM_INTEGRATIONS)

@@ -1,0 +1,134 @@
+"""``appliance im``: instant-messaging integrations (which platform account an endpoint
+``/v1/im/<platform>/<name>`` speaks for), stored in the box's database with their secrets
+sealed. Secrets are read from files (``--*-file``), never from the command line, where ``ps``
+and shell history would keep them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from appliance.cli.common import ConfigOption, console, fail, load_settings
+from appliance.config import Settings
+
+im_app = typer.Typer(no_args_is_help=True, help="Instant-messaging platforms (WeCom, "
+                     "DingTalk, Feishu, Telegram, Slack).")
+add_app = typer.Typer(no_args_is_help=True, help="Connect a platform account.")
+im_app.add_typer(add_app, name="add")
+
+ApiBase = Annotated[str | None, typer.Option(help="The platform's API base URL (default: "
+                                             "the [im] setting).")]
+
+
+def store(settings: Settings) -> Any:
+    from appliance.store.db import connect, open_cipher
+    from appliance.store.im_integrations import ImIntegrations
+
+    return ImIntegrations(connect(settings.paths.database, settings.store.synchronous),
+                          open_cipher(settings))
+
+
+def secret(path: Path, what: str) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise fail(f"cannot read the {what} from {path}: {exc}") from None
+    if not value:
+        raise fail(f"{path} is empty; it should hold the {what}")
+    return value
+
+
+def save(settings: Settings, platform: str, name: str, config: dict[str, Any]) -> None:
+    from appliance.store.im_integrations import BadIntegration
+
+    try:
+        store(settings).add(name, platform, {k: v for k, v in config.items() if v is not None})
+    except BadIntegration as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{platform} integration [bold]{escape(name)}[/bold] added; give the "
+                  f"platform this URL: https://<box>:{settings.http.port}/v1/im/{platform}/{name}")
+
+
+@add_app.command("telegram")
+def add_telegram(name: Annotated[str, typer.Argument(help="Integration name (in the URL).")],
+                 bot_token_file: Annotated[Path, typer.Option(help="File holding the bot "
+                                                              "token from @BotFather.")],
+                 secret_token_file: Annotated[Path, typer.Option(
+                     help="File holding the secret_token given to setWebhook.")],
+                 api_base: ApiBase = None, config: ConfigOption = None) -> None:
+    """A Telegram bot (webhook mode)."""
+    save(load_settings(config), "telegram", name, {
+        "bot_token": secret(bot_token_file, "bot token"),
+        "secret_token": secret(secret_token_file, "secret token"), "api_base": api_base})
+
+
+@im_app.command("list")
+def im_list(as_json: Annotated[bool, typer.Option("--json")] = False,
+            config: ConfigOption = None) -> None:
+    """The integrations, with their last success and error (secrets not shown)."""
+    rows = [i.public() for i in store(load_settings(config)).all()]
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("name", "platform", "last success", "last error", title="IM integrations")
+
+    def when(at: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "never"
+
+    for row in rows:
+        error = f"{when(row['last_error_at'])}: {row['last_error']}" if row["last_error"] \
+            else ""
+        table.add_row(row["name"], row["platform"], when(row["last_ok"]), escape(error))
+    console.print(table)
+
+
+@im_app.command("remove")
+def im_remove(name: Annotated[str, typer.Argument(help="Integration name.")],
+              config: ConfigOption = None) -> None:
+    """Disconnect a platform account (replies still waiting for it are not sent)."""
+    if not store(load_settings(config)).remove(name):
+        raise fail(f"no integration named {name!r}")
+    console.print(f"removed {escape(name)}")
+
+
+@im_app.command("test")
+def im_test(name: Annotated[str, typer.Argument(help="Integration name.")],
+            to: Annotated[str, typer.Option(help="Where to send: a chat id, user id or "
+                                            "conversation as the platform names it.")],
+            text: Annotated[str, typer.Option(help="What to send.")] = "Test message from "
+            "the branch appliance.",
+            config: ConfigOption = None) -> None:
+    """Send one message through the platform's API now, and say what it answered."""
+    import httpx
+
+    from appliance.gateway.im import senders
+    from appliance.store.outbox import OutboxItem
+
+    settings = load_settings(config)
+    integrations = store(settings)
+    found = integrations.get(name)
+    if found is None:
+        raise fail(f"no integration named {name!r}")
+
+    async def attempt() -> Any:
+        async with httpx.AsyncClient(timeout=settings.outbox.timeout_s) as client:
+            sender = next(s for s in senders(integrations, settings.im, client)
+                          if s.kind == found.platform)
+            item = OutboxItem(0, "im-test", "im-test", f"{found.platform}:{name}", 0,
+                              {"address": to, "text": text}, 0, time.time())
+            return await sender.send(item)
+
+    try:
+        delivery = asyncio.run(attempt())
+    except httpx.HTTPError as exc:
+        raise fail(f"{found.platform} did not answer: {exc}") from None
+    if not delivery.ok:
+        raise fail(f"{found.platform} refused it: {delivery.detail}")
+    console.print(f"sent: {escape(delivery.detail)}")
