@@ -13,6 +13,7 @@ from appliance.cli.im import im_app
 from appliance.cli.kb import kb_app
 from appliance.cli.messages import messages_app
 from appliance.cli.models import models_app
+from appliance.cli.people import people_app
 from appliance.cli.run import run_app
 from appliance.cli.security import certs_app, keys_app, token_app, webhook_app
 from appliance.cli.service import service_app
@@ -25,7 +26,8 @@ for verbs in (run_app, doctor_app):  # top-level verbs: up, selfheal, engine, ..
 for group, name in ((models_app, "models"), (config_app, "config"), (bench_app, "bench"),
                     (messages_app, "messages"), (certs_app, "certs"), (token_app, "token"),
                     (keys_app, "keys"), (webhook_app, "webhook"), (update_app, "update"),
-                    (service_app, "service"), (kb_app, "kb"), (im_app, "im")):
+                    (service_app, "service"), (kb_app, "kb"), (im_app, "im"),
+                    (people_app, "people")):
     app.add_typer(group, name=name)
 
 

@@ -100,6 +100,7 @@ async def submit_and_wait(pipeline: Pipeline, envelope: Envelope, reader: str | 
             done.set_result(None)
         return True
 
+    envelope, reader = pipeline.resolve(envelope, reader)  # where a linked person's goes
     unsubscribe = pipeline.hub.subscribe(envelope.conversation, listener)
     try:
         record, created = pipeline.admit(envelope, reader)

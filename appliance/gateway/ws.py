@@ -131,7 +131,7 @@ class Session:
         except Refused as refused:
             await self.send(refusal_event(refused, message.id))
             return
-        self.subscribe(message.conversation)
+        self.subscribe(record.conversation)  # a linked person's: their one conversation
         await self.send({"type": "ack", "id": record.id, "conversation": record.conversation,
                          "seq": record.seq, "state": str(record.state),
                          "duplicate": not created})

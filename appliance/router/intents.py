@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-COMMANDS = ("help", "reset", "status")
+COMMANDS = ("help", "reset", "status", "link", "follow", "unfollow")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from appliance.config import OutboxSettings
-from appliance.router.pipeline import Pipeline
+from appliance.router.pipeline import Pipeline, identity_of
 from appliance.store.messages import MessageRecord, UnknownMessage
 from appliance.store.outbox import Outbox, OutboxItem
+from appliance.store.people import person_of_conversation
 from selfheal.policy import Backoff
 
 log = logging.getLogger(__name__)
@@ -95,16 +98,33 @@ class OutboxWorker:
         return False  # delivered only once the platform has it
 
     def claim(self, record: MessageRecord) -> bool:
-        """Put a finished record's reply in the outbox if a sender delivers it."""
+        """Put a finished record's reply in the outbox if a sender delivers it, and a copy
+        for each of the person's other identities that follow (``/follow``)."""
+        claimed = self._enqueue(record, record, "")
+        for address in self._followers(record):
+            copy = dataclasses.replace(record, channel="im", reply_to=address)
+            digest = hashlib.sha256(address.encode()).hexdigest()[:10]
+            self._enqueue(record, copy, f"#{digest}")
+        return claimed
+
+    def _enqueue(self, record: MessageRecord, addressed: MessageRecord, suffix: str) -> bool:
         for sender in self.senders:
-            destination = sender.destination(record)
+            destination = sender.destination(addressed)
             if destination is None:
                 continue
-            if self.outbox.enqueue(record.conversation, record.id, destination,
-                                   sender.parts(record)):
+            if self.outbox.enqueue(record.conversation, record.id, destination + suffix,
+                                   sender.parts(addressed)):
                 self._wake.set()
             return True
         return False
+
+    def _followers(self, record: MessageRecord) -> list[str]:
+        person = person_of_conversation(record.conversation)
+        if person is None:
+            return []
+        origin = identity_of(record.channel, record.sender)
+        return [i.address for i in self.pipeline.people.identities(person)
+                if i.follow and i.address and i.identity != origin]
 
     async def _run(self) -> None:
         while True:

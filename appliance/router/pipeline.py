@@ -36,6 +36,12 @@ from appliance.router.prompt import Passage, build_prompt
 from appliance.router.skills import SkillContext, run_command
 from appliance.store.messages import ForbiddenConversation as StoredElsewhere
 from appliance.store.messages import MessageRecord, MessageStore, Source, Turn, UnknownMessage
+from appliance.store.people import (
+    LinkRefused,
+    People,
+    conversation_of,
+    person_of_conversation,
+)
 from appliance.store.states import MessageState
 from appliance.store.summaries import SummaryStore
 from selfheal.policy import Backoff
@@ -50,6 +56,15 @@ class Retriever(Protocol):
 
     async def passages(self, query: str, conversation: str, integration: str | None
                        ) -> Sequence[Passage]: ...
+
+
+LINK_CODE_TTL_S = 600.0
+
+
+def identity_of(channel: str, sender: str) -> str:
+    """Who a message is from, across channels: an IM platform's user as the adapter names it
+    (``wecom:<integration>:<user>``), else the token subject the other channels share."""
+    return sender if channel == "im" else f"user:{sender}"
 
 
 class AnswerFailed(Exception):
@@ -79,6 +94,7 @@ class Pipeline:
         self.drain = drain if drain is not None else Drain(engine)
         self.knowledge = knowledge
         self.summaries = SummaryStore(store.db, store.cipher)
+        self.people = People(store.db, store.cipher)
         self.summarizer = Summarizer(settings.chat, store, self.summaries, engine,
                                      settings.engine.request_timeout_s)
         self._queues: dict[str, asyncio.Queue[MessageRecord]] = {}
@@ -114,6 +130,7 @@ class Pipeline:
         the conversation is someone else's, or the gateway drains (a resent id still gets its
         record then)."""
         check_text(envelope.text, self.settings.chat.max_text_chars)
+        envelope, reader = self.resolve(envelope, reader)
         self.check_readable(envelope.conversation, reader)
         try:
             record, created = self.store.accept(envelope, create=not self.drain.draining)
@@ -127,9 +144,25 @@ class Pipeline:
             self._enqueue(record)
         return record, created
 
+    def resolve(self, envelope: Envelope, reader: str | None) -> tuple[Envelope, str | None]:
+        """A linked person's message goes to the person's one conversation, whatever channel
+        brought it (``/link`` itself stays where it was sent, so it can be redeemed there)."""
+        person = self.people.person_of(identity_of(envelope.channel, envelope.sender))
+        if person is None or envelope.text.lstrip().lower().startswith("/link"):
+            return envelope, reader
+        principal = f"person:{person}" if envelope.principal is not None else None
+        return envelope.model_copy(update={"conversation": conversation_of(person),
+                                           "principal": principal}), \
+            principal if reader is not None else None
+
     def check_readable(self, conversation: str, reader: str | None) -> None:
         """Raise :class:`~appliance.router.admission.ConversationForbidden` unless ``reader``
-        may see the conversation (its own, or a new one; None may see any)."""
+        may see the conversation (its own, or a new one; None may see any); a person's
+        conversation is readable by each of the person's linked identities."""
+        person = person_of_conversation(conversation)
+        if person is not None and reader is not None and \
+                self.people.person_of(f"user:{reader}") == person:
+            return
         if not self.store.may_read(conversation, reader):
             raise ConversationForbidden(conversation)
 
@@ -173,7 +206,8 @@ class Pipeline:
                 reply = run_command(intent, SkillContext(
                     record.conversation, record.seq,
                     reset=lambda: self.store.reset(record.conversation, record.seq),
-                    status=self._status))
+                    status=self._status, link=lambda code: self._link(record, code),
+                    follow=lambda on: self._follow(record, on)))
             else:
                 reply, sources = await self._answer(record)
         except AnswerFailed as exc:
@@ -186,6 +220,30 @@ class Pipeline:
         taken = await self.hub.publish(record.conversation, reply_event(record))
         if taken and record.channel != "mqtt":  # an MQTT origin confirms with its PUBACK
             self.delivered(record, note=f"{taken} listener(s)")
+
+    def _link(self, record: MessageRecord, code: str) -> str:
+        identity = identity_of(record.channel, record.sender)
+        if not code:
+            made = self.people.code_for(identity, LINK_CODE_TTL_S)
+            return (f"Your link code is {made}. Send /link {made} from your other app within "
+                    f"{LINK_CODE_TTL_S / 60:.0f} minutes; from then on both share one "
+                    "conversation.")
+        try:
+            person = self.people.redeem(code, identity)
+        except LinkRefused as exc:
+            return f"Not linked: {exc}."
+        others = len(self.people.identities(person)) - 1
+        return (f"Linked: this app now shares one conversation with {others} other "
+                f"{'app' if others == 1 else 'apps'}. Send /follow to get here the answers "
+                "to what you ask elsewhere.")
+
+    def _follow(self, record: MessageRecord, on: bool) -> str:
+        identity = identity_of(record.channel, record.sender)
+        if self.people.person_of(identity) is None:
+            return "Link this app first: send /link on the app you already use."
+        self.people.follow(identity, record.reply_to if record.channel == "im" else "", on)
+        return ("Following: answers to what you ask on your other apps come here too."
+                if on else "No longer following: only answers to what you ask here come here.")
 
     async def _fail(self, record: MessageRecord, exc: Exception) -> None:
         """Best effort: record the failure and tell the listeners, so nobody waits forever."""

@@ -9,8 +9,9 @@ from appliance.router.intents import Intent
 
 HELP = (
     "Commands: /help (this text), /reset (forget this conversation's history and its "
-    "summary), "
-    "/status (the assistant's state). Anything else is answered by the local assistant."
+    "summary), /status (the assistant's state), /link (a code to use this conversation from "
+    "another app; /link CODE there), /follow and /unfollow (get here the answers to what you "
+    "ask elsewhere). Anything else is answered by the local assistant."
 )
 
 
@@ -20,6 +21,8 @@ class SkillContext:
     seq: int
     reset: Callable[[], None]
     status: Callable[[], str]
+    link: Callable[[str], str]      # no code: make one; a code: redeem it. Returns the answer.
+    follow: Callable[[bool], str]
 
 
 def run_command(intent: Intent, context: SkillContext) -> str:
@@ -30,4 +33,8 @@ def run_command(intent: Intent, context: SkillContext) -> str:
         return "Done: this conversation starts afresh."
     if intent.name == "status":
         return context.status()
+    if intent.name == "link":
+        return context.link(intent.argument)
+    if intent.name in ("follow", "unfollow"):
+        return context.follow(intent.name == "follow")
     return f"Unknown command /{intent.argument}. {HELP}"

@@ -1,7 +1,8 @@
 """Open the appliance database: WAL mode, foreign keys, schema created or migrated in place.
 
-Version 6 adds instant-messaging integrations (their secrets sealed). Version 5 adds the
-outbox (replies to platforms, stored before they are sent; sealed).
+Version 7 adds people: identities on several channels linked into one person with one
+conversation. Version 6 adds instant-messaging integrations (their secrets sealed). Version 5
+adds the outbox (replies to platforms, stored before they are sent; sealed).
 Version 4 adds the knowledge base (documents, chunks, vectors sealed; the keyword index holds
 only blinded terms; see ``appliance.kb``). Version 3 adds conversation summaries (sealed) and
 the sources of an answer. Version 2
@@ -19,7 +20,7 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -138,6 +139,21 @@ CREATE TABLE IF NOT EXISTS im_integrations (
     last_error_at REAL,
     kid          TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS people_identities (
+    identity_key TEXT PRIMARY KEY,           -- blind index of the identity (a platform user id)
+    identity     TEXT NOT NULL,              -- sealed
+    person       TEXT NOT NULL,
+    follow       INTEGER NOT NULL DEFAULT 0, -- gets the replies to messages sent elsewhere
+    address      TEXT NOT NULL DEFAULT '',   -- sealed; where a follower's copies go (reply_to)
+    linked       REAL NOT NULL,
+    kid          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS people_by_person ON people_identities(person);
+CREATE TABLE IF NOT EXISTS people_link_codes (
+    code_key     TEXT PRIMARY KEY,           -- blind index of the one-time code
+    person       TEXT NOT NULL,
+    expires      REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kb_bindings (
     subject      TEXT PRIMARY KEY,           -- conversation:<id> or integration:<name>
     collections  TEXT NOT NULL               -- JSON list
@@ -157,6 +173,7 @@ CREATE INDEX IF NOT EXISTS kb_chunks_by_kid ON kb_chunks(kid);
 CREATE INDEX IF NOT EXISTS kb_vectors_by_kid ON kb_vectors(kid);
 CREATE INDEX IF NOT EXISTS outbox_by_kid ON outbox(kid);
 CREATE INDEX IF NOT EXISTS im_integrations_by_kid ON im_integrations(kid);
+CREATE INDEX IF NOT EXISTS people_identities_by_kid ON people_identities(kid);
 """
 # Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
 ADDED_COLUMNS = (

@@ -38,7 +38,8 @@ class OutboxItem:
 
     @property
     def integration(self) -> str:
-        return self.destination.partition(":")[2]
+        """The integration's name (a follower's copy carries ``#<address digest>`` after it)."""
+        return self.destination.partition(":")[2].partition("#")[0]
 
 
 class Outbox:

@@ -77,5 +77,7 @@ KB_CHUNKS = SealedTable("kb_chunks", ("document", "ordinal"), ("text",))
 KB_VECTORS = SealedTable("kb_vectors", ("chunk", "model"), ("vector",), binary=True)
 OUTBOX = SealedTable("outbox", ("conversation", "message_id", "destination", "part"), ("body",))
 IM_INTEGRATIONS = SealedTable("im_integrations", ("name", "platform"), ("config",))
+PEOPLE = SealedTable("people_identities", ("identity_key",), ("identity", "address"),
+                     index=("identity_key", "identity"))
 TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES, KB_DOCUMENTS, KB_CHUNKS, KB_VECTORS,
-          OUTBOX, IM_INTEGRATIONS)
+          OUTBOX, IM_INTEGRATIONS, PEOPLE)

@@ -65,7 +65,7 @@ async def take(request: Request, found: ImIntegration, *, event_id: str, chat: s
     platform = found.platform
     envelope = Envelope(
         id=safe_id(event_id, "m-"), conversation=safe_id(f"{found.name}-{chat}", f"{platform}-"),
-        channel="im", sender=f"{platform}:{sender}"[:128], text=text,
+        channel="im", sender=f"{platform}:{found.name}:{sender}"[:128], text=text,
         reply_to=f"{platform}:{found.name}:{address}", principal=f"im:{found.name}")
     try:
         return gateway_state(request).pipeline.admit(envelope, envelope.principal)
