@@ -47,3 +47,6 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs each request's URL at INFO, and platforms' APIs carry credentials there
+    # (WeCom's corpsecret and access_token in the query, Telegram's bot token in the path).
+    logging.getLogger("httpx").setLevel(logging.WARNING)

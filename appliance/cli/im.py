@@ -69,6 +69,30 @@ def add_telegram(name: Annotated[str, typer.Argument(help="Integration name (in 
         "secret_token": secret(secret_token_file, "secret token"), "api_base": api_base})
 
 
+@add_app.command("wecom")
+def add_wecom(name: Annotated[str, typer.Argument(help="Integration name (in the URL).")],
+              corp_id: Annotated[str, typer.Option(help="The corp id (我的企业 → 企业ID).")],
+              agent_id: Annotated[int, typer.Option(help="The self-built app's AgentId.")],
+              secret_file: Annotated[Path, typer.Option(help="File holding the app's "
+                                                        "Secret.")],
+              token_file: Annotated[Path, typer.Option(
+                  help="File holding the Token of the app's 接收消息 API settings.")],
+              aes_key_file: Annotated[Path, typer.Option(
+                  help="File holding the EncodingAESKey of the same settings.")],
+              api_base: ApiBase = None, config: ConfigOption = None) -> None:
+    """A WeCom (企业微信) self-built app, receiving messages by callback."""
+    from appliance.gateway.im.wecom_crypto import WeComCryptoError, aes_key
+
+    key = secret(aes_key_file, "EncodingAESKey")
+    try:
+        aes_key(key)
+    except WeComCryptoError as exc:
+        raise fail(f"{aes_key_file}: {exc}") from None
+    save(load_settings(config), "wecom", name, {
+        "corp_id": corp_id, "agent_id": agent_id, "secret": secret(secret_file, "app Secret"),
+        "token": secret(token_file, "Token"), "encoding_aes_key": key, "api_base": api_base})
+
+
 @im_app.command("list")
 def im_list(as_json: Annotated[bool, typer.Option("--json")] = False,
             config: ConfigOption = None) -> None:

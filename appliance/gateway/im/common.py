@@ -74,22 +74,41 @@ async def take(request: Request, found: ImIntegration, *, event_id: str, chat: s
         return None, False
 
 
-def split(text: str, limit: int) -> list[str]:
-    """A reply cut to a platform's length limit, at sentence ends where it can be."""
+def split(text: str, limit: int, max_bytes: int | None = None) -> list[str]:
+    """A reply cut to a platform's length limit, at sentence ends where it can be; with
+    ``max_bytes``, each part's UTF-8 encoding also stays within that many bytes (WeCom counts
+    bytes, and a Chinese character is three)."""
     text = text.strip() or "…"
     parts: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
-        cut = max((m.start() for m in SENTENCE_END.finditer(window) if m.start() > limit // 2),
+    while True:
+        size = _fits(text, limit, max_bytes)
+        if size == len(text):
+            break
+        window = text[:size]
+        cut = max((m.start() for m in SENTENCE_END.finditer(window) if m.start() > size // 2),
                   default=-1)
         if cut <= 0:
             space = window.rfind(" ")
-            cut = space if space > limit // 2 else limit
+            cut = space if space > size // 2 else size
         parts.append(text[:cut].strip())
         text = text[cut:].strip()
     if text:
         parts.append(text)
     return parts
+
+
+def _fits(text: str, limit: int, max_bytes: int | None) -> int:
+    """How many of ``text``'s first characters fit in ``limit`` characters and, if given,
+    ``max_bytes`` UTF-8 bytes."""
+    size = min(len(text), limit)
+    if max_bytes is None or len(text[:size].encode()) <= max_bytes:
+        return size
+    used = 0
+    for index, char in enumerate(text[:size]):
+        used += len(char.encode())
+        if used > max_bytes:
+            return max(index, 1)
+    return size
 
 
 class ImSender(ABC):
@@ -98,6 +117,7 @@ class ImSender(ABC):
 
     kind: str
     limit: int  # characters one message may hold
+    max_bytes: int | None = None  # and UTF-8 bytes, where the platform counts those
 
     def __init__(self, integrations: ImIntegrations) -> None:
         self.integrations = integrations
@@ -117,7 +137,7 @@ class ImSender(ABC):
         else:
             text = record.reply or ""
         return [{"address": address, "text": part, "reply_to_message": record.id}
-                for part in split(text, self.limit)]
+                for part in split(text, self.limit, self.max_bytes)]
 
     async def send(self, item: OutboxItem) -> Delivery:
         found = self.integrations.get(item.integration, self.kind)
