@@ -11,13 +11,15 @@ import httpx
 from fastapi import APIRouter
 
 from appliance.config import ImSettings
-from appliance.gateway.im import telegram
+from appliance.gateway.im import dingtalk, feishu, telegram
 from appliance.gateway.im.common import ImSender
 from appliance.store.im_integrations import ImIntegrations
 
-ROUTERS: list[APIRouter] = [telegram.router]
+ROUTERS: list[APIRouter] = [telegram.router, dingtalk.router, feishu.router]
 
 
 def senders(integrations: ImIntegrations, settings: ImSettings, client: httpx.AsyncClient
             ) -> list[ImSender]:
-    return [telegram.TelegramSender(integrations, client, settings.telegram_api_base)]
+    return [telegram.TelegramSender(integrations, client, settings.telegram_api_base),
+            dingtalk.DingTalkSender(integrations, client, settings.dingtalk_api_base),
+            feishu.FeishuSender(integrations, client, settings.feishu_api_base)]
