@@ -93,6 +93,38 @@ def add_wecom(name: Annotated[str, typer.Argument(help="Integration name (in the
         "token": secret(token_file, "Token"), "encoding_aes_key": key, "api_base": api_base})
 
 
+@add_app.command("dingtalk")
+def add_dingtalk(name: Annotated[str, typer.Argument(help="Integration name (in the URL).")],
+                 app_key: Annotated[str, typer.Option(help="The robot app's AppKey "
+                                                      "(Client ID).")],
+                 app_secret_file: Annotated[Path, typer.Option(
+                     help="File holding the app's AppSecret (Client Secret).")],
+                 robot_code: Annotated[str, typer.Option(help="The robot's RobotCode.")],
+                 api_base: ApiBase = None, config: ConfigOption = None) -> None:
+    """A DingTalk internal-app robot (message receiving in HTTP mode)."""
+    save(load_settings(config), "dingtalk", name, {
+        "app_key": app_key, "app_secret": secret(app_secret_file, "app secret"),
+        "robot_code": robot_code, "api_base": api_base})
+
+
+@add_app.command("feishu")
+def add_feishu(name: Annotated[str, typer.Argument(help="Integration name (in the URL).")],
+               app_id: Annotated[str, typer.Option(help="The app's App ID (cli_...).")],
+               app_secret_file: Annotated[Path, typer.Option(
+                   help="File holding the app's App Secret.")],
+               verification_token_file: Annotated[Path, typer.Option(
+                   help="File holding the event subscription's Verification Token.")],
+               encrypt_key_file: Annotated[Path, typer.Option(
+                   help="File holding the event subscription's Encrypt Key.")],
+               api_base: ApiBase = None, config: ConfigOption = None) -> None:
+    """A Feishu or Lark app bot (events sent to the developer's server; for Lark give
+    --api-base https://open.larksuite.com)."""
+    save(load_settings(config), "feishu", name, {
+        "app_id": app_id, "app_secret": secret(app_secret_file, "app secret"),
+        "verification_token": secret(verification_token_file, "verification token"),
+        "encrypt_key": secret(encrypt_key_file, "encrypt key"), "api_base": api_base})
+
+
 @im_app.command("list")
 def im_list(as_json: Annotated[bool, typer.Option("--json")] = False,
             config: ConfigOption = None) -> None:

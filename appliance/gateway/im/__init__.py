@@ -11,14 +11,16 @@ import httpx
 from fastapi import APIRouter
 
 from appliance.config import ImSettings
-from appliance.gateway.im import telegram, wecom
+from appliance.gateway.im import dingtalk, feishu, telegram, wecom
 from appliance.gateway.im.common import ImSender
 from appliance.store.im_integrations import ImIntegrations
 
-ROUTERS: list[APIRouter] = [telegram.router, wecom.router]
+ROUTERS: list[APIRouter] = [telegram.router, wecom.router, dingtalk.router, feishu.router]
 
 
 def senders(integrations: ImIntegrations, settings: ImSettings, client: httpx.AsyncClient
             ) -> list[ImSender]:
     return [telegram.TelegramSender(integrations, client, settings.telegram_api_base),
-            wecom.WeComSender(integrations, client, settings.wecom_api_base)]
+            wecom.WeComSender(integrations, client, settings.wecom_api_base),
+            dingtalk.DingTalkSender(integrations, client, settings.dingtalk_api_base),
+            feishu.FeishuSender(integrations, client, settings.feishu_api_base)]

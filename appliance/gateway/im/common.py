@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from fastapi import Request
 
 from appliance.envelope import SAFE_ID, Envelope
@@ -72,6 +75,46 @@ async def take(request: Request, found: ImIntegration, *, event_id: str, chat: s
     except Refused as refused:
         log.warning("%s message %s refused: %s", platform, event_id, refused)
         return None, False
+
+
+class TokenFailed(Exception):
+    """The platform would not give an access token (its answer is the message)."""
+
+
+class AccessTokens:
+    """A platform's access tokens, one per app, kept until shortly before they expire (or
+    until the platform says one is invalid: :meth:`drop`), so a reply costs one call."""
+
+    def __init__(self, margin_s: float = 300.0) -> None:
+        self.margin_s = margin_s
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[tuple[str, float]]]) -> str:
+        """The cached token for ``key``, or a new one from ``fetch`` (token, lifetime in s)."""
+        cached = self._tokens.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        token, lifetime = await fetch()
+        self._tokens[key] = (token, time.monotonic() + max(0.0, lifetime - self.margin_s))
+        return token
+
+    def drop(self, key: str) -> None:
+        self._tokens.pop(key, None)
+
+
+def token_key(found: ImIntegration, app_field: str, base: str) -> str:
+    """Which cached token an integration uses: a changed app, secret or API base gets its own."""
+    secret = hashlib.sha256(str(found.setting("app_secret")).encode()).hexdigest()[:16]
+    return f"{found.name}:{found.setting(app_field)}:{secret}:{base}"
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """A platform's JSON answer, or {} when it is not a JSON object."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def split(text: str, limit: int, max_bytes: int | None = None) -> list[str]:
