@@ -11,13 +11,14 @@ import httpx
 from fastapi import APIRouter
 
 from appliance.config import ImSettings
-from appliance.gateway.im import telegram
+from appliance.gateway.im import slack, telegram
 from appliance.gateway.im.common import ImSender
 from appliance.store.im_integrations import ImIntegrations
 
-ROUTERS: list[APIRouter] = [telegram.router]
+ROUTERS: list[APIRouter] = [telegram.router, slack.router]
 
 
 def senders(integrations: ImIntegrations, settings: ImSettings, client: httpx.AsyncClient
             ) -> list[ImSender]:
-    return [telegram.TelegramSender(integrations, client, settings.telegram_api_base)]
+    return [telegram.TelegramSender(integrations, client, settings.telegram_api_base),
+            slack.SlackSender(integrations, client, settings.slack_api_base)]
