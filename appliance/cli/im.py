@@ -125,6 +125,19 @@ def add_feishu(name: Annotated[str, typer.Argument(help="Integration name (in th
         "encrypt_key": secret(encrypt_key_file, "encrypt key"), "api_base": api_base})
 
 
+@add_app.command("slack")
+def add_slack(name: Annotated[str, typer.Argument(help="Integration name (in the URL).")],
+              bot_token_file: Annotated[Path, typer.Option(
+                  help="File holding the app's Bot User OAuth Token (xoxb-...).")],
+              signing_secret_file: Annotated[Path, typer.Option(
+                  help="File holding the app's Signing Secret (Basic Information).")],
+              api_base: ApiBase = None, config: ConfigOption = None) -> None:
+    """A Slack app (Events API request URL; replies with chat.postMessage)."""
+    save(load_settings(config), "slack", name, {
+        "bot_token": secret(bot_token_file, "bot token"),
+        "signing_secret": secret(signing_secret_file, "signing secret"), "api_base": api_base})
+
+
 @im_app.command("list")
 def im_list(as_json: Annotated[bool, typer.Option("--json")] = False,
             config: ConfigOption = None) -> None:
@@ -157,7 +170,8 @@ def im_remove(name: Annotated[str, typer.Argument(help="Integration name.")],
 @im_app.command("test")
 def im_test(name: Annotated[str, typer.Argument(help="Integration name.")],
             to: Annotated[str, typer.Option(help="Where to send: a chat id, user id or "
-                                            "conversation as the platform names it.")],
+                                            "conversation as the platform names it (Slack: a "
+                                            "channel id, or channel:thread_ts).")],
             text: Annotated[str, typer.Option(help="What to send.")] = "Test message from "
             "the branch appliance.",
             config: ConfigOption = None) -> None:

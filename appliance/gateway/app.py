@@ -37,6 +37,7 @@ from appliance.gateway.mqtt.bridge import MqttBridge
 from appliance.gateway.ops_api import router as ops_router
 from appliance.gateway.security_api import router as security_router
 from appliance.gateway.state import GatewayState
+from appliance.gateway.webchat import router as webchat_router
 from appliance.gateway.webhooks import CallbackSender
 from appliance.gateway.webhooks import router as webhooks_router
 from appliance.gateway.ws import router as ws_router
@@ -159,6 +160,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
     app.include_router(ops_router)  # scope admin (see ops_api.py)
     app.include_router(drain_router)  # scope admin (see drain_api.py)
     app.include_router(dashboard_router)  # admin token also from ?access_token= (dashboard.py)
+    app.include_router(webchat_router)  # the page is public; its calls carry the token
     if settings.ops.test_leak_endpoint:
         from appliance.gateway.test_leak import router as leak_router
 

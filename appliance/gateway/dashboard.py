@@ -37,7 +37,8 @@ HEADERS = {
 
 
 @cache
-def _static(name: str) -> bytes:
+def static_file(name: str) -> bytes:
+    """A file of the package's static/ folder (the pages' HTML, scripts and style sheets)."""
     return (resources.files("appliance.gateway") / "static" / name).read_bytes()
 
 
@@ -59,11 +60,11 @@ async def _admin(request: Request) -> Claims | None:
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request) -> Response:
     await _admin(request)
-    return HTMLResponse(_static("dashboard.html"), headers=HEADERS)
+    return HTMLResponse(static_file("dashboard.html"), headers=HEADERS)
 
 
 @router.get("/dashboard/{name}")
 async def asset(name: str) -> Response:
     if name not in ASSETS:
         raise APIError(404, f"No such endpoint: GET /dashboard/{name}")
-    return Response(_static(name), media_type=ASSETS[name], headers=HEADERS)
+    return Response(static_file(name), media_type=ASSETS[name], headers=HEADERS)

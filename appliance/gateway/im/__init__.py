@@ -11,11 +11,12 @@ import httpx
 from fastapi import APIRouter
 
 from appliance.config import ImSettings
-from appliance.gateway.im import dingtalk, feishu, telegram, wecom
+from appliance.gateway.im import dingtalk, feishu, slack, telegram, wecom
 from appliance.gateway.im.common import ImSender
 from appliance.store.im_integrations import ImIntegrations
 
-ROUTERS: list[APIRouter] = [telegram.router, wecom.router, dingtalk.router, feishu.router]
+ROUTERS: list[APIRouter] = [telegram.router, wecom.router, dingtalk.router,
+                            feishu.router, slack.router]
 
 
 def senders(integrations: ImIntegrations, settings: ImSettings, client: httpx.AsyncClient
@@ -23,4 +24,5 @@ def senders(integrations: ImIntegrations, settings: ImSettings, client: httpx.As
     return [telegram.TelegramSender(integrations, client, settings.telegram_api_base),
             wecom.WeComSender(integrations, client, settings.wecom_api_base),
             dingtalk.DingTalkSender(integrations, client, settings.dingtalk_api_base),
-            feishu.FeishuSender(integrations, client, settings.feishu_api_base)]
+            feishu.FeishuSender(integrations, client, settings.feishu_api_base),
+            slack.SlackSender(integrations, client, settings.slack_api_base)]

@@ -5,6 +5,9 @@ be taken down and brought back on the same port."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.conftest import free_port
+from tests.conftest import Appliance, free_port
 
 
 @dataclass
@@ -92,3 +95,11 @@ class FakePlatform:
     def to(self, path_suffix: str) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.path.endswith(path_suffix)]
+
+
+def cli(box: Appliance, *args: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(box.data_dir),
+           "APPLIANCE_CONFIG": str(box.data_dir / "none.toml"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "appliance", *args], env=env,
+                          capture_output=True, text=True, timeout=60)

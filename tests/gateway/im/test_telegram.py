@@ -3,9 +3,6 @@ webhook updates (checked by X-Telegram-Bot-Api-Secret-Token) and answers with se
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import Appliance
-from tests.gateway.im.fake_platform import Answer, Call, FakePlatform
+from tests.gateway.im.fake_platform import Answer, Call, FakePlatform, cli
 from tests.polling import until
 
 pytestmark = pytest.mark.e2e
@@ -69,14 +66,6 @@ def box(start_module_appliance: Callable[..., Appliance], fake: FakePlatform,
                str(files / "token"), "--secret-token-file", str(files / "secret"))
     assert done.returncode == 0, done.stderr
     return box
-
-
-def cli(box: Appliance, *args: str, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(box.data_dir),
-           "APPLIANCE_CONFIG": str(box.data_dir / "none.toml"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "appliance", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 def update(update_id: int, chat: int, message_id: int, text: str) -> dict[str, Any]:
