@@ -185,6 +185,10 @@ class KnowledgeSettings(_Section):
         "searches before they are fused.")
     rrf_k: int = Field(
         60, ge=1, description="Reciprocal-rank fusion constant: higher flattens the ranks.")
+    common_term_fraction: float = Field(
+        0.05, gt=0.0, le=1.0, description="In a knowledge base of 1,000 chunks or more, a "
+        "query term found in more than this share of them is left out of the keyword search "
+        "(it barely moves BM25 but dominates the search's cost).")
     default_collections: list[str] = Field(
         default_factory=lambda: ["default"], description="Collections a conversation with "
         "no binding of its own (nor its integration's) retrieves from.")

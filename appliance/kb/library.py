@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from appliance.kb.fusion import fuse
-from appliance.kb.terms import hasher, index_terms, match_query
+from appliance.kb.terms import hasher, index_terms, informative, match_expression, query_tokens
 from appliance.kb.vectors import VectorIndex
 from appliance.security.cipher import FieldCipher, Plaintext, Sealer
 from appliance.store.sealed import KB_CHUNKS, KB_DOCUMENTS, KB_VECTORS
 
 COLLECTION = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DOCUMENT_ID = re.compile(r"^doc-[0-9a-f]{12}$")
+PRUNE_FROM_CHUNKS = 1000  # below this every keyword search is cheap: all terms are kept
 
 
 class UnknownDocument(LookupError):
@@ -76,13 +77,18 @@ class Hit:
 
 class KnowledgeLibrary:
     def __init__(self, connection: sqlite3.Connection, cipher: FieldCipher | None,
-                 model: str, dimensions: int) -> None:
+                 model: str, dimensions: int, common_term_fraction: float = 0.05) -> None:
         self.db = connection
+        self.common_term_fraction = common_term_fraction
+        self._frequency: dict[str, int] = {}  # token -> chunks that have it (cleared on write)
+        self._chunks: int | None = None
         self._sealer: Sealer = cipher if cipher is not None else Plaintext()
         self._term = hasher(cipher.blind if cipher is not None else None)
         self.model = model
         self.vectors = VectorIndex(dimensions)
         self._collection_of: dict[str, str] = {}  # document id -> collection
+        self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_terms_vocab "
+                        "USING fts5vocab(main, kb_terms, 'row')")
         self._load()
 
     def _load(self) -> None:
@@ -175,6 +181,7 @@ class KnowledgeLibrary:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self._terms_changed()
         self.vectors.remove(removed_chunks)
         for old in replaced:
             self._collection_of.pop(old, None)
@@ -207,9 +214,14 @@ class KnowledgeLibrary:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self._terms_changed()
         self.vectors.remove(chunk_ids)
         self._collection_of.pop(document_id, None)
         return info
+
+    def _terms_changed(self) -> None:
+        self._frequency.clear()
+        self._chunks = None
 
     def searchable(self, collections: list[str] | None) -> bool:
         """Whether any chunk is in these collections (a search of none embeds nothing)."""
@@ -261,17 +273,37 @@ class KnowledgeLibrary:
     # --- search ----------------------------------------------------------------------------
 
     def _keyword(self, query: str, limit: int, collections: list[str] | None) -> list[int]:
-        expression = match_query(query, self._term)
+        tokens = query_tokens(query, self._term)
+        if self._chunk_count() >= PRUNE_FROM_CHUNKS:
+            tokens = informative(tokens, self._frequencies(tokens), self._chunk_count(),
+                                 self.common_term_fraction)
+        expression = match_expression(tokens)
         if expression is None:
             return []
-        sql = ("SELECT t.rowid FROM kb_terms t JOIN kb_chunks c ON c.id = t.rowid "
-               "JOIN kb_documents d ON d.id = c.document WHERE kb_terms MATCH ?")
         args: list[object] = [expression]
-        if collections is not None:
-            sql += f" AND d.collection IN ({','.join('?' * len(collections))})"
+        if collections is None or set(self._collection_of.values()) <= set(collections):
+            sql = "SELECT rowid FROM kb_terms WHERE kb_terms MATCH ? ORDER BY rank LIMIT ?"
+        else:
+            sql = ("SELECT t.rowid FROM kb_terms t JOIN kb_chunks c ON c.id = t.rowid "
+                   "JOIN kb_documents d ON d.id = c.document WHERE kb_terms MATCH ? "
+                   f"AND d.collection IN ({','.join('?' * len(collections))}) "
+                   "ORDER BY bm25(kb_terms) LIMIT ?")
             args += collections
-        sql += " ORDER BY bm25(kb_terms) LIMIT ?"
         return [r[0] for r in self.db.execute(sql, (*args, limit))]
+
+    def _chunk_count(self) -> int:
+        if self._chunks is None:
+            self._chunks = int(self.db.execute("SELECT COUNT(*) FROM kb_chunks").fetchone()[0])
+        return self._chunks
+
+    def _frequencies(self, tokens: list[str]) -> dict[str, int]:
+        """How many chunks have each token (fts5vocab), cached until the next write."""
+        for token in tokens:
+            if token not in self._frequency:
+                row = self.db.execute("SELECT doc FROM temp.kb_terms_vocab WHERE term = ?",
+                                      (token,)).fetchone()
+                self._frequency[token] = int(row[0]) if row is not None else 0
+        return {t: self._frequency[t] for t in tokens}
 
     def search(self, query: str, vector: np.ndarray | None, k: int,
                collections: list[str] | None = None, candidates: int = 50,

@@ -80,7 +80,8 @@ class Knowledge:
         if self._library is not None:
             self._library.db.close()
         connection = connect(self.settings.paths.database, self.settings.store.synchronous)
-        return KnowledgeLibrary(connection, self.cipher, model.id, model.dimensions)
+        return KnowledgeLibrary(connection, self.cipher, model.id, model.dimensions,
+                                self.settings.kb.common_term_fraction)
 
     async def library(self) -> KnowledgeLibrary:
         """The library for the engine's current embedding model (opened, or reopened when

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from appliance.kb.chunking import CJK
 
@@ -55,8 +55,31 @@ def index_terms(text: str, token: Callable[[str], str]) -> str:
     return " ".join(token(term) for term in terms(text))
 
 
+def query_tokens(query: str, token: Callable[[str], str]) -> list[str]:
+    """The query's distinct index tokens, in order, at most ``MAX_QUERY_TERMS``."""
+    return list(dict.fromkeys(token(term) for term in terms(query)))[:MAX_QUERY_TERMS]
+
+
+def informative(tokens: list[str], frequency: Mapping[str, int], chunks: int,
+                common_fraction: float, keep_at_least: int = 2) -> list[str]:
+    """The tokens worth a keyword search: those in at most ``common_fraction`` of the
+    ``chunks``. A term in a large share of the chunks adds little to BM25 (its idf is low)
+    but has the longest posting list, so it is most of a search's cost; when every term is
+    common, the rarest ``keep_at_least`` are kept."""
+    limit = common_fraction * chunks
+    kept = [t for t in tokens if frequency.get(t, 0) <= limit]
+    if kept:
+        return kept
+    rarest = sorted(tokens, key=lambda t: frequency.get(t, 0))[:keep_at_least]
+    return [t for t in tokens if t in rarest]
+
+
+def match_expression(tokens: list[str]) -> str | None:
+    """An FTS5 MATCH expression: any of the tokens (BM25 ranks the chunks that have more,
+    and rarer, of them first); None when there are none."""
+    return " OR ".join(f'"{t}"' for t in tokens) or None
+
+
 def match_query(query: str, token: Callable[[str], str]) -> str | None:
-    """An FTS5 MATCH expression: any of the query's distinct terms (BM25 ranks the chunks
-    that have more, and rarer, of them first); None when the query has no terms."""
-    seen = list(dict.fromkeys(token(term) for term in terms(query)))[:MAX_QUERY_TERMS]
-    return " OR ".join(f'"{t}"' for t in seen) or None
+    """The MATCH expression of all of a query's terms."""
+    return match_expression(query_tokens(query, token))

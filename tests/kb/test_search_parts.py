@@ -11,7 +11,7 @@ import pytest
 
 from appliance.kb.fusion import fuse
 from appliance.kb.library import BadCollection, KnowledgeLibrary, UnknownDocument
-from appliance.kb.terms import hasher, index_terms, match_query, terms
+from appliance.kb.terms import hasher, index_terms, informative, match_query, terms
 from appliance.kb.vectors import VectorIndex
 from appliance.security.cipher import DataKeyring, FieldCipher
 from appliance.store.db import connect
@@ -58,6 +58,20 @@ def test_a_query_matches_any_of_its_distinct_terms() -> None:
 
 def test_a_query_of_punctuation_has_no_match_expression() -> None:
     assert match_query("?!", hasher(None)) is None
+
+
+def test_terms_in_more_than_the_common_share_of_chunks_are_left_out() -> None:
+    frequency = {"the": 900, "swift": 3, "fee": 40}
+    assert informative(["the", "swift", "fee"], frequency, 1000, 0.05) == ["swift", "fee"]
+
+
+def test_a_query_of_only_common_terms_keeps_its_two_rarest() -> None:
+    frequency = {"the": 900, "is": 800, "of": 700}
+    assert informative(["the", "is", "of"], frequency, 1000, 0.05) == ["is", "of"]
+
+
+def test_a_term_no_chunk_has_is_kept() -> None:
+    assert informative(["zebra"], {}, 1000, 0.05) == ["zebra"]
 
 
 def test_the_vector_index_returns_the_nearest_first() -> None:
@@ -184,3 +198,29 @@ def test_bindings_are_kept_and_dropped(library: KnowledgeLibrary) -> None:
     assert library.bound("conversation:c1") == ["bank", "faq"]
     library.unbind("conversation:c1")
     assert library.bound("conversation:c1") is None
+
+
+def test_a_small_library_searches_every_query_term(library: KnowledgeLibrary) -> None:
+    add(library, "a.txt", ["the fee is ten", "the hours are long"], [unit(1), unit(0, 1)])
+    hits = library.search("the fee", None, 5)
+    assert [h.text for h in hits] == ["the fee is ten", "the hours are long"]
+
+
+def test_a_large_library_leaves_a_term_most_chunks_have_out_of_the_keyword_search(
+        tmp_path: Path) -> None:
+    cipher = FieldCipher(DataKeyring(tmp_path / "data.keys").ensure())
+    library = KnowledgeLibrary(connect(tmp_path / "kb.db"), cipher, "model-a", DIMENSIONS,
+                               common_term_fraction=0.05)
+    filler = [f"the note number {i}" for i in range(1200)]
+    add(library, "filler.txt", filler, [unit(1)] * len(filler))
+    add(library, "fees.txt", ["the SWIFT fee is 18"], [unit(0, 1)])
+    hits = library.search("the SWIFT fee", None, 50)
+    assert [h.text for h in hits] == ["the SWIFT fee is 18"]
+
+
+def test_a_collection_filtered_keyword_search_keeps_to_the_collection(
+        library: KnowledgeLibrary) -> None:
+    add(library, "a.txt", ["the fee is ten"], [unit(1)], collection="branch-a")
+    add(library, "b.txt", ["the fee is twelve"], [unit(1)], collection="branch-b")
+    assert [h.text for h in library.search("fee", None, 5, ["branch-b"])] == [
+        "the fee is twelve"]
