@@ -34,6 +34,7 @@ class Report:
     models: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
     embedding: dict[str, Any] = field(default_factory=dict)
+    integrations: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
@@ -112,6 +113,7 @@ def examine(loaded: LoadedSettings) -> Report:
                                 "converts it (run `appliance models prepare` to do it now)"))
 
     _embedding(report, settings, devices)
+    _integrations(report, settings)
     count, size = _dir_size(settings.paths.cache_dir)
     report.cache = {"path": str(settings.paths.cache_dir), "files": count, "bytes": size,
                     "warm": count > 0}
@@ -157,3 +159,41 @@ def _embedding(report: Report, settings: Any, devices: list[str]) -> None:
         report.findings.append(Finding(
             "warning", f"the embedding model {model_id} is not converted: run `appliance models "
                        "prepare` (the knowledge base stays off until it is)"))
+
+
+def _integrations(report: Report, settings: Any) -> None:
+    """Each IM integration's last success and error, and the replies waiting for it: a
+    platform that stopped taking replies shows here before anyone complains."""
+    import time
+
+    from appliance.store.db import connect
+    from appliance.store.im_integrations import ImIntegrations
+    from appliance.store.outbox import EXPIRED, PENDING, Outbox
+
+    if not settings.paths.database.exists():
+        return
+    connection = connect(settings.paths.database, settings.store.synchronous)
+    try:
+        waiting = Outbox(connection).by_integration()
+        rows = ImIntegrations(connection).health()
+    finally:
+        connection.close()
+
+    def when(at: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+    for row in rows:
+        counts = waiting.get(row["name"], {PENDING: 0, EXPIRED: 0})
+        row |= {"pending": counts[PENDING], "expired": counts[EXPIRED]}
+        report.integrations.append(row)
+        name = f"IM integration {row['name']} ({row['platform']})"
+        if row["last_error_at"] and (row["last_ok"] or 0) < row["last_error_at"]:
+            report.findings.append(Finding(
+                "warning", f"{name}: the last send failed at {when(row['last_error_at'])}: "
+                           f"{row['last_error']}; {row['pending']} parts waiting"))
+        elif row["last_ok"] is None:
+            report.findings.append(Finding("info", f"{name} has sent nothing yet"))
+        if row["expired"]:
+            report.findings.append(Finding(
+                "warning", f"{name}: {row['expired']} reply parts were given up undelivered "
+                           "(`appliance messages show` has their errors)"))

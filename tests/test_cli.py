@@ -65,6 +65,31 @@ def test_doctor_flags_a_non_loopback_listener_without_tls(box: Path,
                for f in report["findings"])
 
 
+def test_doctor_shows_each_im_integrations_last_success_error_and_waiting_replies(
+        model_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.store.db import connect
+    from appliance.store.im_integrations import ImIntegrations
+    from appliance.store.outbox import Outbox
+
+    toml = tmp_path / "appliance.toml"
+    toml.write_text(f'[paths]\ndata_dir = "{tmp_path}"\nmodels = "{model_store / "models"}"\n')
+    monkeypatch.setenv("APPLIANCE_CONFIG", str(toml))
+    db = connect(tmp_path / "appliance.db")
+    integrations = ImIntegrations(db)
+    integrations.add("branch", "telegram", {"bot_token": "1:x", "secret_token": "s"})
+    integrations.add("team", "slack", {"bot_token": "xoxb-1", "signing_secret": "s"})
+    integrations.succeeded("branch")
+    integrations.failed("team", "HTTP 503 from chat.postMessage")
+    Outbox(db).enqueue("slack-team-C1", "m1", "slack:team", [{"text": "hello"}])
+    report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
+    shown = {row["name"]: row for row in report["integrations"]}
+    assert shown["branch"]["last_ok"] and not shown["branch"]["last_error"]
+    assert shown["team"]["last_error"] == "HTTP 503 from chat.postMessage"
+    assert shown["team"]["pending"] == 1
+    assert any("team (slack): the last send failed" in f["message"] and f["level"] == "warning"
+               for f in report["findings"])
+
+
 def test_models_list_shows_size_format_and_quantization(box: Path) -> None:
     result = runner.invoke(app, ["models", "list", "--json"])
     [row] = json.loads(result.output)

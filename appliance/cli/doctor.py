@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated
 
 import typer
@@ -47,6 +48,19 @@ def doctor(config: ConfigOption = None,
         console.print(f"[bold]Embeddings[/bold] {emb['model']} ({state}), setting "
                       f"{emb['setting']} -> [green]{emb['chosen']}[/green]: {emb['reason']}")
     _print_models(report.models)
+    if report.integrations:
+        table = Table("name", "platform", "last success", "last error", "waiting",
+                      "given up", title="IM integrations")
+
+        def when(at: float | None) -> str:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "never"
+
+        for row in report.integrations:
+            error = f"{when(row['last_error_at'])}: {row['last_error']}" \
+                if row["last_error"] else ""
+            table.add_row(row["name"], row["platform"], when(row["last_ok"]), escape(error),
+                          str(row["pending"]), str(row["expired"]))
+        console.print(table)
     cache = report.cache
     console.print(f"[bold]Compiled-model cache[/bold] {cache['path']}: {cache['files']} files, "
                   f"{cache['bytes'] / 2**20:.1f} MiB ({'warm' if cache['warm'] else 'cold'})")

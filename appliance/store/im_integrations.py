@@ -82,6 +82,12 @@ class ImIntegrations:
         names = [r[0] for r in self.db.execute("SELECT name FROM im_integrations ORDER BY name")]
         return [i for i in (self.get(n) for n in names) if i is not None]
 
+    def health(self) -> list[dict[str, Any]]:
+        """Each integration's last success and error, read without opening its secrets."""
+        rows = self.db.execute("SELECT name, platform, last_ok, last_error, last_error_at "
+                               "FROM im_integrations ORDER BY name")
+        return [dict(row) for row in rows]
+
     def remove(self, name: str) -> bool:
         return self.db.execute("DELETE FROM im_integrations WHERE name=?", (name,)).rowcount > 0
 

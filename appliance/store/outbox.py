@@ -118,6 +118,17 @@ class Outbox:
         rows = self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
         return {state: 0 for state in (PENDING, SENT, EXPIRED)} | {r[0]: r[1] for r in rows}
 
+    def by_integration(self) -> dict[str, dict[str, int]]:
+        """Parts waiting and given up, per integration name (followers' copies included)."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.db.execute("SELECT destination, state, COUNT(*) FROM outbox WHERE "
+                                   "state IN (?, ?) GROUP BY destination, state",
+                                   (PENDING, EXPIRED)):
+            name = row[0].partition(":")[2].partition("#")[0]
+            entry = counts.setdefault(name, {PENDING: 0, EXPIRED: 0})
+            entry[row[1]] += row[2]
+        return counts
+
     def of_message(self, conversation: str, message_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT destination, part, state, attempts, created, sent, last_error FROM outbox "
