@@ -89,6 +89,10 @@ def generation_config(base: Any, params: GenerateParams, max_new_tokens: int) ->
             config.rng_seed = params.seed & 0xFFFFFFFF
     else:
         config.do_sample = False
+    if params.grammar is not None:
+        import openvino_genai as og
+
+        config.structured_output_config = og.StructuredOutputConfig(grammar=params.grammar)
     return config
 
 

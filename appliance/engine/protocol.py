@@ -120,6 +120,9 @@ class GenerateParams(BaseModel):
     # ``reserve_tokens`` (default: engine.default_max_tokens) for the answer.
     fit: bool = False
     reserve_tokens: int | None = Field(None, ge=1)
+    # Constrained generation: the answer is a sentence of this EBNF grammar (xgrammar's
+    # dialect; appliance.engine.grammar writes it from a JSON Schema).
+    grammar: str | None = Field(None, min_length=1, max_length=1_000_000)
 
 
 class EngineInfo(BaseModel):

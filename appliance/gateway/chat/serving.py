@@ -10,7 +10,8 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineFailure, EngineUnavailable, Generation
-from appliance.engine.protocol import ChatMessage, GenerateParams, StreamEvent
+from appliance.engine.protocol import GenerateParams, StreamEvent
+from appliance.gateway.chat import tools
 from appliance.gateway.chat.protocol import ChatCompletionRequest
 from appliance.gateway.errors import APIError, refusal_error
 from appliance.gateway.metrics import GatewayMetrics
@@ -58,14 +59,8 @@ class ChatService:
             raise APIError(404, f"The model '{request.model}' does not exist on this appliance; "
                            f"it serves '{self.served_model()}' (see GET /v1/models)",
                            param="model", code="model_not_found")
-        messages = []
-        for index, message in enumerate(request.messages):
-            text = message.text()
-            if message.role == "user" and not text.strip():
-                raise APIError(400, f"messages[{index}].content is empty",
-                               param=f"messages[{index}].content", code="empty_message")
-            role = "system" if message.role == "developer" else message.role
-            messages.append(ChatMessage(role=role, content=text))
+        plan = tools.plan(request)
+        messages = tools.messages(request, plan.note)
         if not any(m.role == "user" for m in messages):
             raise APIError(400, "messages must contain at least one user message",
                            param="messages", code="no_user_message")
@@ -80,7 +75,7 @@ class ChatService:
         return GenerateParams(
             id=gen_id, messages=messages, max_tokens=limit, temperature=temperature,
             top_p=request.top_p if request.top_p is not None else 1.0, seed=request.seed,
-            stop=request.stop or [], ignore_eos=request.ignore_eos)
+            stop=request.stop or [], ignore_eos=request.ignore_eos, grammar=plan.grammar)
 
     async def start(self, request: ChatCompletionRequest) -> Generation:
         """Admit the request into the engine, or raise the APIError that says why not."""
@@ -128,6 +123,12 @@ class ChatService:
                 finish = event["finish_reason"]
                 prompt_tokens, completion_tokens = (event["prompt_tokens"],
                                                     event["completion_tokens"])
+        text = "".join(parts)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        calls = tools.tool_calls(tools.plan(request), text)
+        if calls is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            finish = "tool_calls"
         return {
             "id": generation.id,
             "object": "chat.completion",
@@ -136,7 +137,7 @@ class ChatService:
             "system_fingerprint": self._fingerprint(),
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(parts)},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }],
@@ -157,22 +158,46 @@ class ChatService:
                              "finish_reason": finish}],
             }
 
+        plan = tools.plan(request)
         yield chunk({"role": "assistant", "content": ""})
         interval = self.settings.http.stream_interval_ms / 1000
         held: list[str] = []
+        # An answer that may be a tool call is held back until it is known to be words (its
+        # first character is not "{"); a call goes out whole, as OpenAI's tool-call deltas.
+        calling = plan.mode == "tools"
+        whole: list[str] = []
         last_sent = 0.0
         async for event in self._events(generation, started):
             if event["event"] == "token":
-                held.append(event["text"])
+                if calling:
+                    whole.append(event["text"])
+                    text = "".join(whole).lstrip()
+                    if not text or text.startswith("{"):
+                        continue
+                    calling, held = False, [text]
+                else:
+                    held.append(event["text"])
                 now = time.monotonic()
                 busy = self.client.active >= self.settings.http.stream_busy_at
                 if not busy or now - last_sent >= interval:
                     yield chunk({"content": "".join(held)})
                     held, last_sent = [], now
                 continue
+            finish: str = event["finish_reason"]
+            calls = tools.tool_calls(plan, "".join(whole)) if calling else None
+            if calls is not None:
+                call = calls[0]
+                yield chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                             "function": {"name": call["function"]["name"],
+                                                          "arguments": ""}}]})
+                yield chunk({"tool_calls": [{"index": 0, "function": {
+                    "arguments": call["function"]["arguments"]}}]})
+                finish = "tool_calls"
+            elif calling and whole:
+                held = whole  # cut short before the call was whole: the text as it came
             if held:
                 yield chunk({"content": "".join(held)})
-            yield chunk({}, event["finish_reason"])
+            yield chunk({}, finish)
             if request.stream_options and request.stream_options.include_usage:
                 prompt, completion = event["prompt_tokens"], event["completion_tokens"]
                 usage = {"prompt_tokens": prompt, "completion_tokens": completion,
