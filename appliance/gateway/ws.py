@@ -12,8 +12,11 @@ Server -> client:
 - ``{"type": "error", "code", "message", ...}``: a bad frame, a failed message, or a new
   message while the gateway drains (code ``draining``; the socket stays open)
 
-Every channel linked to a conversation (other sockets, HTTP) sees its replies. A reply is
-sent at most once per connection, even when a resume overlaps live delivery.
+Every channel linked to a conversation (other sockets, HTTP) sees its replies. In a linked
+person's conversation a socket is sent, live, the answers to what its own identity asked, and
+those to what the person asked on other apps only while it follows (``/follow``); a resume
+replays the whole conversation. A reply is sent at most once per connection, even when a
+resume overlaps live delivery.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from appliance.router.admission import (
     refusal_event,
     sender_for,
 )
-from appliance.router.pipeline import Pipeline, reply_event
+from appliance.router.pipeline import Pipeline, identity_of, reply_event
 from appliance.security.access import Access
 from appliance.security.tokens import AuthError, Claims
+from appliance.store.messages import UnknownMessage
+from appliance.store.people import person_of_conversation
 from appliance.store.states import FINISHED
 
 router = APIRouter()
@@ -74,6 +79,8 @@ class Session:
         self.send_lock = asyncio.Lock()
         self.unsubscribe: dict[str, Callable[[], None]] = {}
         self.finished_sent: set[tuple[str, int]] = set()
+        self.senders: set[str] = {claims.sub} if claims is not None else set()
+        self._for_me: dict[tuple[str, str], bool] = {}  # a person's message: shown live here?
 
     async def send(self, event: dict[str, Any]) -> bool:
         async with self.send_lock:
@@ -92,7 +99,28 @@ class Session:
 
     def subscribe(self, conversation: str) -> None:
         if conversation not in self.unsubscribe:
-            self.unsubscribe[conversation] = self.pipeline.hub.subscribe(conversation, self.send)
+            listener = self.send if person_of_conversation(conversation) is None \
+                else self._send_if_for_me
+            self.unsubscribe[conversation] = self.pipeline.hub.subscribe(conversation, listener)
+
+    async def _send_if_for_me(self, event: dict[str, Any]) -> bool:
+        """A linked person's conversation: the events of a message this socket's identity
+        sent, or of one whose answer it follows."""
+        key = (event.get("conversation", ""), event.get("id", ""))
+        if key[1]:
+            if key not in self._for_me:
+                try:
+                    record = self.pipeline.store.get(*key)
+                except UnknownMessage:
+                    return False
+                mine = {identity_of("ws", sender) for sender in self.senders}
+                self._for_me[key] = identity_of(record.channel, record.sender) in mine or \
+                    any(f.identity in mine for f in self.pipeline.followers(record))
+            shown = self._for_me[key] if event.get("type") == "token" \
+                else self._for_me.pop(key)
+            if not shown:
+                return False
+        return await self.send(event)
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
@@ -124,6 +152,7 @@ class Session:
         try:
             sender = sender_for(message.sender, "sender" in message.model_fields_set,
                                 self.principal)
+            self.senders.add(sender)
             record, created = self.pipeline.admit(Envelope(
                 id=message.id, conversation=message.conversation, channel="ws",
                 sender=sender, text=message.text, principal=author(self.claims)),

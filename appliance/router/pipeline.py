@@ -37,6 +37,7 @@ from appliance.router.skills import SkillContext, run_command
 from appliance.store.messages import ForbiddenConversation as StoredElsewhere
 from appliance.store.messages import MessageRecord, MessageStore, Source, Turn, UnknownMessage
 from appliance.store.people import (
+    Identity,
     LinkRefused,
     People,
     conversation_of,
@@ -165,6 +166,15 @@ class Pipeline:
             return
         if not self.store.may_read(conversation, reader):
             raise ConversationForbidden(conversation)
+
+    def followers(self, record: MessageRecord) -> list[Identity]:
+        """Who gets a copy of the answer to ``record`` besides the app that asked: in a linked
+        person's conversation, the person's other identities that follow (``/follow``)."""
+        person = person_of_conversation(record.conversation)
+        if person is None:
+            return []
+        origin = identity_of(record.channel, record.sender)
+        return [i for i in self.people.identities(person) if i.follow and i.identity != origin]
 
     def delivered(self, record: MessageRecord, note: str) -> MessageRecord:
         """The channel handed the finished message over (its client acknowledged it, or it

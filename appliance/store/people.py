@@ -98,7 +98,10 @@ class People:
                                   "one with /link on the app you already use")
             current = self.person_of(identity)
             if current is not None and current != row["person"]:
-                raise LinkRefused("this account is linked to someone already; /unlink it first")
+                # there is no /unlink command: only the operator takes an identity out
+                raise LinkRefused("this account is linked to someone already; ask the "
+                                  "branch's operator to unlink it first (appliance people "
+                                  "unlink)")
             self._put(identity, row["person"])
         except BaseException:
             self.db.execute("ROLLBACK")

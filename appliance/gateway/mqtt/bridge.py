@@ -5,7 +5,8 @@ calls :meth:`MqttBridge.intake` for each inbound publish, which stores a valid r
 the broker acknowledges it, in arrival order. Replies go to every MQTT client that has spoken
 in the conversation, including the origin, on its own reply topics: ``ack`` and ``reply`` at
 QoS 1 (queued by the broker for an offline persistent session), ``tokens`` at QoS 0, errors on
-the error topic.
+the error topic. In a linked person's conversation they go to the origin, and a copy of the
+reply or error to each of the person's devices that follows (``/follow``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
 from appliance.store.db import connect
 from appliance.store.messages import MessageRecord, UnknownMessage
+from appliance.store.people import person_of_conversation
 from appliance.store.states import FINISHED
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,7 @@ class MqttBridge:
                             principal=principal)
 
         def stored(record: MessageRecord, created: bool) -> None:
-            self._joined(conversation, record.id, client_id)
+            self._joined(record.conversation, record.id, client_id)  # a person's, if linked
             answer({"record": record, "created": created})
 
         try:
@@ -193,8 +195,10 @@ class MqttBridge:
         return None
 
     def _joined(self, conversation: str, message_id: str, client_id: str) -> None:
-        """The device takes part in the conversation: replies go to every member."""
-        self._members.setdefault(conversation, set()).add(client_id)
+        """The device takes part in the conversation: replies go to every member (in a
+        linked person's conversation, to those that follow)."""
+        if person_of_conversation(conversation) is None:
+            self._members.setdefault(conversation, set()).add(client_id)
         self._remember(conversation, message_id, client_id)
 
     async def _answer(self, client_id: str, outcome: dict[str, Any]) -> None:
@@ -241,12 +245,18 @@ class MqttBridge:
         targets = set(self._members.get(conversation, ()))
         key = (conversation, event.get("id", ""))
         origin = self._origins.get(key)
-        if origin is None and event.get("type") != "token":
+        copies = person_of_conversation(conversation) is not None and \
+            event.get("type") in SIGNED
+        if (origin is None and event.get("type") != "token") or copies:
             with contextlib.suppress(UnknownMessage):  # e.g. answered after a restart
                 record = self.pipeline.store.get(*key)
-                if record.channel == "mqtt":
+                if record.channel == "mqtt" and origin is None:
                     origin = record.reply_to
                     self._remember(*key, origin)
+                if copies:  # a device's identity is its client id (user:<client id>)
+                    targets.update(f.identity.removeprefix("user:")
+                                   for f in self.pipeline.followers(record)
+                                   if f.identity.startswith("user:"))
         if origin:
             targets.add(origin)
         return targets

@@ -520,15 +520,30 @@
     }
   }
 
+  /** This app is linked to others (/link): the box put the question in the person's one
+   * conversation. Show that one from now on (its history holds the question). */
+  function movedTo(id) {
+    remember(id, {});
+    openConversation(id);
+  }
+
   function onFrame(frame) {
-    if (!current || (frame.conversation && frame.conversation !== current.id)) return;
     const known = frame.id
       ? document.querySelector(`#messages li.turn[data-id="${CSS.escape(frame.id)}"]`) : null;
+    if (current && known && frame.type === "ack" && frame.conversation &&
+        frame.conversation !== current.id) {
+      movedTo(frame.conversation);
+      return;
+    }
+    if (!current || (frame.conversation && frame.conversation !== current.id)) return;
     if (frame.type === "ack") {
       if (!known) return;
       known.setAttribute("data-seq", frame.seq);
       current.known = true;
     } else if (frame.type === "token") {
+      // While the history loads, a new turn would land above the older ones: its reply (or
+      // the history) brings the text.
+      if ($("messages").dataset.loaded !== "true") return;
       const node = known || turn(frame.id);
       const answer = answerOf(node);
       if (answer.dataset.state === "done") return;

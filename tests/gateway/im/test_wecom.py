@@ -3,43 +3,49 @@ documentation (接收消息与事件, 回调配置 and 加解密方案说明, �
 the box checks the callback URL, takes encrypted message callbacks (msg_signature over the
 Encrypt value, a fresh timestamp, a nonce used once) and answers through message/send.
 
-The events are encrypted here by this file's own implementation of the published scheme
-(cryptography's PKCS7 padder with a 256-bit block), not by the adapter's.
+The events are encrypted by the tests' own implementation of the published scheme
+(``wecom_platform``: cryptography's PKCS7 padder with a 256-bit block), not by the adapter's.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from itertools import count
-from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from appliance.gateway.im import wecom_crypto
 from tests.conftest import Appliance
-from tests.gateway.im.fake_platform import Answer, Call, FakePlatform
+from tests.gateway.im.fake_platform import FakePlatform
+from tests.gateway.im.wecom_platform import (
+    AES_KEY,
+    AGENT_ID,
+    CORP_ID,
+    MSG_IDS,
+    SECRET,
+    TOKEN,
+    WeComApi,
+    add_integration,
+    callback,
+    enter_event,
+    envelope,
+    msg_signature,
+    post,
+    seal,
+    signed_query,
+    text_message,
+    unseal,
+    url,
+)
 from tests.polling import until
 
 pytestmark = pytest.mark.e2e
-CORP_ID = "ww0123456789abcdef"
-AGENT_ID = 1000002
-SECRET = "app-secret-Xq3v9L2mR8sT0uW4yZ6b"
-TOKEN = "cbTok3n"
-AES_KEY = base64.b64encode(bytes(range(7, 39))).decode().rstrip("=")  # 43 characters
-MSG_IDS = count(7_000_000_000_000_000_001)
-
 # WeCom's published example (加解密方案说明 and its sample code).
 SAMPLE_TOKEN = "QDG6eK"
 SAMPLE_AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
@@ -62,128 +68,6 @@ LAUGHS = ('<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY lol "lol">'
           + "]><xml><ToUserName>&lol9;</ToUserName>{inner}</xml>")
 
 
-# -- the published scheme, written from the documentation -------------------------------------
-
-def _key(encoding_aes_key: str) -> bytes:
-    return base64.b64decode(encoding_aes_key + "=")
-
-
-def seal(message: str, receive_id: str = CORP_ID, encoding_aes_key: str = AES_KEY) -> str:
-    """msg_encrypt = Base64(AES-CBC(random(16B) + msg_len(4B) + msg + receive id)), PKCS#7 to
-    a multiple of 32 bytes, IV = the key's first 16 bytes."""
-    key, body = _key(encoding_aes_key), message.encode("utf-8")
-    padder = padding.PKCS7(256).padder()
-    padded = padder.update(secrets.token_bytes(16) + len(body).to_bytes(4, "big") + body
-                           + receive_id.encode()) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode()
-
-
-def unseal(msg_encrypt: str, encoding_aes_key: str = AES_KEY) -> tuple[str, str]:
-    """(msg, receive id) of a msg_encrypt."""
-    key = _key(encoding_aes_key)
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
-    padded = decryptor.update(base64.b64decode(msg_encrypt)) + decryptor.finalize()
-    unpadder = padding.PKCS7(256).unpadder()
-    plain = unpadder.update(padded) + unpadder.finalize()
-    length = int.from_bytes(plain[16:20], "big")
-    return plain[20:20 + length].decode(), plain[20 + length:].decode()
-
-
-def msg_signature(token: str, timestamp: str, nonce: str, msg_encrypt: str) -> str:
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce, msg_encrypt])).encode()
-                        ).hexdigest()
-
-
-def text_message(user: str, content: str, msg_id: int | None = None) -> str:
-    return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
-            f"<FromUserName><![CDATA[{user}]]></FromUserName>"
-            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-            f"<Content><![CDATA[{content}]]></Content>"
-            f"<MsgId>{msg_id if msg_id is not None else next(MSG_IDS)}</MsgId>"
-            f"<AgentID>{AGENT_ID}</AgentID></xml>")
-
-
-def enter_event(user: str) -> str:
-    return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
-            f"<FromUserName><![CDATA[{user}]]></FromUserName>"
-            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-            f"<Event><![CDATA[enter_agent]]></Event><EventKey><![CDATA[]]></EventKey>"
-            f"<AgentID>{AGENT_ID}</AgentID></xml>")
-
-
-def envelope(msg_encrypt: str) -> str:
-    return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
-            f"<AgentID><![CDATA[{AGENT_ID}]]></AgentID>"
-            f"<Encrypt><![CDATA[{msg_encrypt}]]></Encrypt></xml>")
-
-
-# -- the fake WeCom API -----------------------------------------------------------------------
-
-class WeComApi:
-    """gettoken and message/send as WeCom answers them: HTTP 200 with an errcode; tokens last
-    expires_in seconds; ``expire_next`` makes the next send with a live token answer 42001
-    (access_token expired) and kills that token."""
-
-    def __init__(self) -> None:
-        self.tokens: set[str] = set()
-        self.expire_next = False
-        self.answers: list[tuple[Call, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, call: Call) -> Answer:
-        with self._lock:
-            body = self._answer(call)
-            self.answers.append((call, body))
-        return Answer(200, body)
-
-    def _answer(self, call: Call) -> dict[str, Any]:
-        query = {k: v[0] for k, v in call.query.items()}
-        if call.method == "GET" and call.path == "/cgi-bin/gettoken":
-            if query.get("corpid") != CORP_ID:
-                return {"errcode": 40013, "errmsg": "invalid corpid"}
-            if query.get("corpsecret") != SECRET:
-                return {"errcode": 40001, "errmsg": "invalid credential"}
-            token = secrets.token_urlsafe(48)
-            self.tokens.add(token)
-            return {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}
-        if call.method == "POST" and call.path == "/cgi-bin/message/send":
-            token = query.get("access_token", "")
-            if not token:
-                return {"errcode": 41001, "errmsg": "access_token missing"}
-            if token not in self.tokens:
-                return {"errcode": 40014, "errmsg": "invalid access_token"}
-            if self.expire_next:
-                self.expire_next = False
-                self.tokens.discard(token)
-                return {"errcode": 42001, "errmsg": "access_token expired"}
-            message = call.json()
-            if message.get("agentid") != AGENT_ID:
-                return {"errcode": 40056, "errmsg": "invalid agentid"}
-            if message.get("msgtype") != "text" or not message.get("text", {}).get("content"):
-                return {"errcode": 44004, "errmsg": "text content is empty"}
-            if not message.get("touser"):
-                return {"errcode": 40003, "errmsg": "invalid userid"}
-            return {"errcode": 0, "errmsg": "ok", "invaliduser": "", "invalidparty": "",
-                    "invalidtag": "", "unlicenseduser": "",
-                    "msgid": secrets.token_hex(16), "response_code": secrets.token_hex(8)}
-        return {"errcode": 404, "errmsg": "not found"}
-
-    def delivered_to(self, user: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [c.json() for c, a in self.answers if c.path == "/cgi-bin/message/send"
-                    and a["errcode"] == 0 and c.json()["touser"] == user]
-
-    def refused_to(self, user: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [a for c, a in self.answers if c.path == "/cgi-bin/message/send"
-                    and a["errcode"] != 0 and c.json()["touser"] == user]
-
-    def token_calls(self) -> int:
-        with self._lock:
-            return sum(c.path == "/cgi-bin/gettoken" for c, _ in self.answers)
-
-
 @pytest.fixture(scope="module")
 def api() -> WeComApi:
     return WeComApi()
@@ -202,13 +86,7 @@ def box(start_module_appliance: Callable[..., Appliance], fake: FakePlatform,
     box = start_module_appliance(APPLIANCE_IM__WECOM_API_BASE=fake.base_url,
                                  APPLIANCE_OUTBOX__RETRY_INITIAL_S="0.2",
                                  APPLIANCE_OUTBOX__RETRY_MAX_S="1")
-    files = tmp_path_factory.mktemp("wecom")
-    for name, value in (("secret", SECRET), ("token", TOKEN), ("aes", AES_KEY)):
-        (files / name).write_text(value + "\n")
-    done = cli(box, "im", "add", "wecom", "branch", "--corp-id", CORP_ID, "--agent-id",
-               str(AGENT_ID), "--secret-file", str(files / "secret"), "--token-file",
-               str(files / "token"), "--aes-key-file", str(files / "aes"))
-    assert done.returncode == 0, done.stderr
+    add_integration(box, tmp_path_factory.mktemp("wecom"))
     return box
 
 
@@ -217,29 +95,6 @@ def cli(box: Appliance, *args: str) -> subprocess.CompletedProcess[str]:
            "APPLIANCE_CONFIG": str(box.data_dir / "none.toml")}
     return subprocess.run([sys.executable, "-m", "appliance", *args], env=env,
                           capture_output=True, text=True, timeout=60)
-
-
-def url(box: Appliance, query: dict[str, str], name: str = "branch") -> str:
-    return f"{box.base_url}/v1/im/wecom/{name}?{urlencode(query)}"
-
-
-def signed_query(msg_encrypt: str, timestamp: int | None = None, nonce: str | None = None,
-                 token: str = TOKEN) -> dict[str, str]:
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    once = nonce or str(secrets.randbelow(10**10))
-    return {"msg_signature": msg_signature(token, stamp, once, msg_encrypt),
-            "timestamp": stamp, "nonce": once}
-
-
-def post(box: Appliance, query: dict[str, str], body: str) -> httpx.Response:
-    return httpx.post(url(box, query), content=body.encode(), timeout=30,
-                      headers={"Content-Type": "text/xml"})
-
-
-def callback(box: Appliance, message: str) -> httpx.Response:
-    """What WeCom POSTs for one message: encrypted, signed, fresh."""
-    encrypted = seal(message)
-    return post(box, signed_query(encrypted), envelope(encrypted))
 
 
 def audited(box: Appliance, reason: str) -> bool:
