@@ -7,7 +7,7 @@ APPLIANCE := $(BIN)/appliance
 
 IMAGE_OUT ?= build/image
 
-.PHONY: help setup model run test debian-test-deps lint image image-deps image-verify image-lock image-boot-test image-fleet-test bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly doctor lock clean
+.PHONY: help setup model run test debian-test-deps lint image image-deps image-verify image-lock image-boot-test image-fleet-test bench-engine bench-mqtt bench-ov-settings bench-security bench-anomaly bench-kb bench-skills doctor lock clean
 
 help:
 	@echo "make run           set up, prepare the default model, start the appliance on 127.0.0.1"
@@ -17,6 +17,8 @@ help:
 	@echo "make bench-security JWT verification, signatures, TLS 1.3 cost per request"
 	@echo "make bench-anomaly  anomaly detector precision/recall on simulated days with faults"
 	@echo "make bench-ov-settings  decode speed under OpenVINO setting variants"
+	@echo "make bench-skills  tool-call validity with and without the grammar"
+	@echo "make bench-kb      knowledge base: recall@5, search p95 at 100k chunks, ingestion, 1,000 turns"
 	@echo "make doctor        devices, device choice, models, cache, configuration risks"
 	@echo "make lint          ruff, mypy (the package), ansible-lint"
 	@echo "make image         OS image: disk.img, rootfs.ext4, signed update bundle, manifest (root)"
@@ -83,6 +85,12 @@ bench-security: setup
 
 bench-anomaly: setup
 	$(APPLIANCE) bench anomaly
+
+bench-kb: model
+	$(APPLIANCE) bench kb
+
+bench-skills: model
+	$(APPLIANCE) bench skills
 
 lock: setup
 	@{ echo "# Pinned versions for every package the appliance and its tests install (pip -c constraints.txt)."; \

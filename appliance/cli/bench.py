@@ -83,6 +83,47 @@ def bench_anomaly(config: ConfigOption = None,
     raise typer.Exit(0 if all(result["targets_met"].values()) else 1)
 
 
+@bench_app.command("skills")
+def bench_skills(config: ConfigOption = None,
+                 samples: Annotated[int, typer.Option(help="Samples per case and arm.",
+                                                      min=1, max=1000)] = 50,
+                 out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                     "bench/results/skills.json")) -> None:
+    """Tool-call validity with the grammar and without it (the unconstrained peer)."""
+    from bench.skills import run
+
+    settings = load(config).settings
+    setup_logging()
+    run(settings, samples=samples, out=out, console=console)
+
+
+@bench_app.command("kb")
+def bench_kb(config: ConfigOption = None,
+             sizes: Annotated[str, typer.Option(
+                 help="Knowledge-base sizes (chunks) to time searches at, comma-separated."
+             )] = "1000,10000,100000",
+             turns: Annotated[int, typer.Option(help="Turns of the conversation through the "
+                                                "gateway.", min=10, max=100_000)] = 1000,
+             rounds: Annotated[int, typer.Option(help="Interleaved ingestion rounds; medians "
+                                                 "kept.", min=1, max=20)] = 3,
+             out: Annotated[Path, typer.Option(help="JSON result file.")] = Path(
+                 "bench/results/kb.json")) -> None:
+    """Knowledge base: recall@5, search p95 at 1k-100k chunks, ingestion vs torch, long chat."""
+    from bench.kb import run
+
+    try:
+        chunks = sorted({int(size) for size in sizes.split(",") if size.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"{sizes!r} is not a comma-separated list of numbers",
+                                 param_hint="--sizes") from None
+    if not chunks or chunks[0] < 1:
+        raise typer.BadParameter("give at least one size of 1 chunk or more",
+                                 param_hint="--sizes")
+    settings = load(config).settings
+    setup_logging()
+    run(settings, sizes=chunks, turns=turns, rounds=rounds, out=out, console=console)
+
+
 @bench_app.command("gate")
 def bench_gate(
     target: Annotated[str, typer.Option(help="The box's base URL, e.g. https://box:8080 "
