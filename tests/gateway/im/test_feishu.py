@@ -2,77 +2,39 @@
 developer's server, encrypted with the Encrypt Key (AES-256-CBC, key SHA-256(Encrypt Key),
 a random IV before the ciphertext, PKCS#7, base64) and signed (X-Lark-Signature = hex
 SHA-256(timestamp + nonce + Encrypt Key + body)); replies with ``im/v1/messages/:id/reply``
-authorised by a ``tenant_access_token``."""
+authorised by a ``tenant_access_token`` (the fake and the events: ``feishu_platform``)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import itertools
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tests.conftest import Appliance
-from tests.gateway.im.fake_platform import Answer, Call, FakePlatform
+from tests.gateway.im.fake_platform import FakePlatform
+from tests.gateway.im.feishu_platform import (
+    APP_SECRET,
+    ENCRYPT_KEY,
+    NAME,
+    VERIFICATION_TOKEN,
+    OpenPlatform,
+    add_integration,
+    encrypt,
+    post,
+    push,
+    receive,
+    replies_to,
+    signed,
+)
 from tests.polling import until
 
 pytestmark = pytest.mark.e2e
-APP_ID = "cli_a1b2c3d4e5f6a7b8"
-APP_SECRET = "fsAppSecret_0123456789abcdefghijkl"
-VERIFICATION_TOKEN = "vToken-9f8e7d6c5b4a"
-ENCRYPT_KEY = "kudryavtsev-encrypt-key-0123"
-NAME = "branch"
-_ids = itertools.count(1)
-
-
-class OpenPlatform:
-    """tenant_access_token/internal (expire 7,200 s) and the message reply API as documented:
-    code 0 on success, 99991663 for an invalid token."""
-
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-        self.valid: set[str] = set()
-        self.lock = threading.Lock()
-
-    def revoke_tokens(self) -> None:
-        with self.lock:
-            self.valid.clear()
-
-    def __call__(self, call: Call) -> Answer:
-        if call.path == "/open-apis/auth/v3/tenant_access_token/internal":
-            body = call.json()
-            if body.get("app_id") != APP_ID or body.get("app_secret") != APP_SECRET:
-                return Answer(400, {"code": 10014, "msg": "app secret invalid"})
-            with self.lock:
-                token = f"t-{len(self.tokens)}{os.urandom(8).hex()}"
-                self.tokens.append(token)
-                self.valid.add(token)
-            return Answer(200, {"code": 0, "msg": "ok", "tenant_access_token": token,
-                                "expire": 7200})
-        if call.path.startswith("/open-apis/im/v1/messages/") and call.path.endswith("/reply"):
-            auth = call.headers.get("authorization", "")
-            if not auth.startswith("Bearer ") or auth[7:] not in self.valid:
-                return Answer(400, {"code": 99991663,
-                                    "msg": "Invalid access token for authorization."})
-            body = call.json()
-            if body.get("msg_type") != "text" or "text" not in json.loads(body["content"]):
-                return Answer(400, {"code": 230001, "msg": "invalid message content"})
-            reply_id = f"om_r{next(_ids)}{os.urandom(8).hex()}"
-            return Answer(200, {"code": 0, "msg": "success", "data": {
-                "message_id": reply_id, "msg_type": "text",
-                "parent_id": call.path.split("/")[5], "body": {"content": body["content"]}}})
-        return Answer(404, {"code": 404, "msg": "404 page not found"})
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +55,7 @@ def box(start_module_appliance: Callable[..., Appliance], fake: FakePlatform,
     box = start_module_appliance(APPLIANCE_IM__FEISHU_API_BASE=fake.base_url,
                                  APPLIANCE_OUTBOX__RETRY_INITIAL_S="0.2",
                                  APPLIANCE_OUTBOX__RETRY_MAX_S="1")
-    files = tmp_path_factory.mktemp("feishu")
-    for name, value in (("secret", APP_SECRET), ("token", VERIFICATION_TOKEN),
-                        ("key", ENCRYPT_KEY)):
-        (files / name).write_text(value)
-    done = cli(box, "im", "add", "feishu", NAME, "--app-id", APP_ID, "--app-secret-file",
-               str(files / "secret"), "--verification-token-file", str(files / "token"),
-               "--encrypt-key-file", str(files / "key"))
-    assert done.returncode == 0, done.stderr
+    add_integration(box, tmp_path_factory.mktemp("feishu"))
     return box
 
 
@@ -109,56 +64,6 @@ def cli(box: Appliance, *args: str) -> subprocess.CompletedProcess[str]:
            "APPLIANCE_CONFIG": str(box.data_dir / "none.toml")}
     return subprocess.run([sys.executable, "-m", "appliance", *args], env=env,
                           capture_output=True, text=True, timeout=60)
-
-
-def encrypt(plain: dict[str, Any], key: str = ENCRYPT_KEY) -> str:
-    """As the platform encrypts an event (SHA-256 key, random IV prefix, PKCS#7)."""
-    padder = padding.PKCS7(128).padder()
-    data = padder.update(json.dumps(plain).encode()) + padder.finalize()
-    iv = os.urandom(16)
-    encryptor = Cipher(algorithms.AES(hashlib.sha256(key.encode()).digest()),
-                       modes.CBC(iv)).encryptor()
-    return base64.b64encode(iv + encryptor.update(data) + encryptor.finalize()).decode()
-
-
-def signed(raw: bytes, *, timestamp: str | None = None, nonce: str | None = None,
-           key: str = ENCRYPT_KEY) -> dict[str, str]:
-    timestamp = timestamp or str(int(time.time()))
-    nonce = nonce or os.urandom(8).hex()
-    digest = hashlib.sha256(f"{timestamp}{nonce}{key}".encode() + raw).hexdigest()
-    return {"X-Lark-Request-Timestamp": timestamp, "X-Lark-Request-Nonce": nonce,
-            "X-Lark-Signature": digest, "Content-Type": "application/json"}
-
-
-def receive(text: str, chat: str, *, event_id: str | None = None,
-            message_id: str | None = None) -> dict[str, Any]:
-    """An im.message.receive_v1 event (schema 2.0) as the event reference shows it."""
-    now = str(int(time.time() * 1000))
-    return {"schema": "2.0", "header": {
-        "event_id": event_id or f"{os.urandom(16).hex()}", "event_type": "im.message.receive_v1",
-        "create_time": now, "token": VERIFICATION_TOKEN, "app_id": APP_ID,
-        "tenant_key": "2ca1d211f64f6438"},
-        "event": {"sender": {"sender_id": {"union_id": "on_8ed6aa67826108097d9ee143816345",
-                                           "user_id": "e33ggbyz", "open_id": f"ou_{chat[3:]}"},
-                             "sender_type": "user", "tenant_key": "2ca1d211f64f6438"},
-                  "message": {"message_id": message_id or f"om_{os.urandom(16).hex()}",
-                              "create_time": now, "chat_id": chat, "chat_type": "p2p",
-                              "message_type": "text",
-                              "content": json.dumps({"text": text}, ensure_ascii=False)}}}
-
-
-def push(box: Appliance, event: dict[str, Any], **signing: str) -> httpx.Response:
-    raw = json.dumps({"encrypt": encrypt(event)}).encode()
-    return post(box, raw, signed(raw, **signing))
-
-
-def post(box: Appliance, raw: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(f"{box.base_url}/v1/im/feishu/{NAME}", content=raw, headers=headers,
-                      timeout=30)
-
-
-def replies_to(fake: FakePlatform, message_id: str) -> list[Call]:
-    return fake.to(f"/open-apis/im/v1/messages/{message_id}/reply")
 
 
 def refused_line(box: Appliance, reason: str) -> bool:

@@ -1,44 +1,30 @@
-"""Telegram, against a fake Bot API written from core.telegram.org/bots/api: the box takes
-webhook updates (checked by X-Telegram-Bot-Api-Secret-Token) and answers with sendMessage."""
+"""Telegram, against a fake Bot API written from core.telegram.org/bots/api
+(``telegram_platform``): the box takes webhook updates (checked by
+X-Telegram-Bot-Api-Secret-Token) and answers with sendMessage."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Appliance
-from tests.gateway.im.fake_platform import Answer, Call, FakePlatform, cli
+from tests.gateway.im.fake_platform import FakePlatform, cli
+from tests.gateway.im.telegram_platform import (
+    BOT_TOKEN,
+    SECRET,
+    BotApi,
+    add_integration,
+    deliver,
+    sent_to,
+    update,
+)
 from tests.polling import until
 
 pytestmark = pytest.mark.e2e
-BOT_TOKEN = "123456:ABC-test-token"
-SECRET = "s3cret-token_value"
-
-
-class BotApi:
-    """sendMessage as the Bot API answers it; ``throttle`` answers 429 with retry_after."""
-
-    def __init__(self) -> None:
-        self.throttle = 0
-        self.next_id = 1000
-
-    def __call__(self, call: Call) -> Answer:
-        if call.path != f"/bot{BOT_TOKEN}/sendMessage":
-            return Answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
-        if self.throttle:
-            self.throttle -= 1
-            return Answer(429, {"ok": False, "error_code": 429,
-                                "description": "Too Many Requests: retry after 1",
-                                "parameters": {"retry_after": 1}})
-        self.next_id += 1
-        return Answer(200, {"ok": True, "result": {"message_id": self.next_id,
-                                                   "chat": {"id": call.json()["chat_id"]},
-                                                   "text": call.json()["text"]}})
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +45,8 @@ def box(start_module_appliance: Callable[..., Appliance], fake: FakePlatform,
     box = start_module_appliance(APPLIANCE_IM__TELEGRAM_API_BASE=fake.base_url,
                                  APPLIANCE_OUTBOX__RETRY_INITIAL_S="0.2",
                                  APPLIANCE_OUTBOX__RETRY_MAX_S="1")
-    files = tmp_path_factory.mktemp("telegram")
-    (files / "token").write_text(BOT_TOKEN)
-    (files / "secret").write_text(SECRET)
-    done = cli(box, "im", "add", "telegram", "branch", "--bot-token-file",
-               str(files / "token"), "--secret-token-file", str(files / "secret"))
-    assert done.returncode == 0, done.stderr
+    add_integration(box, tmp_path_factory.mktemp("telegram"))
     return box
-
-
-def update(update_id: int, chat: int, message_id: int, text: str) -> dict[str, Any]:
-    return {"update_id": update_id,
-            "message": {"message_id": message_id, "date": 1767225600, "text": text,
-                        "from": {"id": chat, "is_bot": False, "first_name": "Ana"},
-                        "chat": {"id": chat, "type": "private", "first_name": "Ana"}}}
-
-
-def deliver(box: Appliance, body: dict[str, Any], secret: str = SECRET) -> httpx.Response:
-    return httpx.post(f"{box.base_url}/v1/im/telegram/branch", json=body, timeout=30,
-                      headers={"X-Telegram-Bot-Api-Secret-Token": secret})
-
-
-def sent_to(fake: FakePlatform, chat: int) -> list[dict[str, Any]]:
-    return [c.json() for c in fake.to("/sendMessage") if c.json()["chat_id"] == str(chat)]
 
 
 def test_a_message_is_answered_with_send_message_in_reply_to_it(box: Appliance,
