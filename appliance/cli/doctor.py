@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from appliance.cli.common import ConfigOption, console, load
+from appliance.cli.im import integrations_table
 from appliance.cli.models import print_models as _print_models
 
 doctor_app = typer.Typer()
@@ -49,18 +49,7 @@ def doctor(config: ConfigOption = None,
                       f"{emb['setting']} -> [green]{emb['chosen']}[/green]: {emb['reason']}")
     _print_models(report.models)
     if report.integrations:
-        table = Table("name", "platform", "last success", "last error", "waiting",
-                      "given up", title="IM integrations")
-
-        def when(at: float | None) -> str:
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "never"
-
-        for row in report.integrations:
-            error = f"{when(row['last_error_at'])}: {row['last_error']}" \
-                if row["last_error"] else ""
-            table.add_row(row["name"], row["platform"], when(row["last_ok"]), escape(error),
-                          str(row["pending"]), str(row["expired"]))
-        console.print(table)
+        console.print(integrations_table(report.integrations))
     cache = report.cache
     console.print(f"[bold]Compiled-model cache[/bold] {cache['path']}: {cache['files']} files, "
                   f"{cache['bytes'] / 2**20:.1f} MiB ({'warm' if cache['warm'] else 'cold'})")

@@ -146,7 +146,15 @@ def im_list(as_json: Annotated[bool, typer.Option("--json")] = False,
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("name", "platform", "last success", "last error", title="IM integrations")
+    console.print(integrations_table(rows))
+
+
+def integrations_table(rows: list[dict[str, Any]]) -> Table:
+    """Integrations with their last success and error, and (when the rows carry them, as
+    ``appliance doctor``'s do) the reply parts waiting and given up."""
+    counts = bool(rows) and "pending" in rows[0]
+    table = Table("name", "platform", "last success", "last error",
+                  *(("waiting", "given up") if counts else ()), title="IM integrations")
 
     def when(at: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "never"
@@ -154,8 +162,9 @@ def im_list(as_json: Annotated[bool, typer.Option("--json")] = False,
     for row in rows:
         error = f"{when(row['last_error_at'])}: {row['last_error']}" if row["last_error"] \
             else ""
-        table.add_row(row["name"], row["platform"], when(row["last_ok"]), escape(error))
-    console.print(table)
+        table.add_row(row["name"], row["platform"], when(row["last_ok"]), escape(error),
+                      *((str(row["pending"]), str(row["expired"])) if counts else ()))
+    return table
 
 
 @im_app.command("remove")

@@ -237,23 +237,18 @@ def _bounds(schema: dict[str, Any], low_key: str, high_key: str, path: str
 def schema_grammar(schema: Any) -> str:
     """EBNF whose ``root`` is exactly the compact JSON texts ``schema`` accepts (within the
     limits in the module docstring)."""
-    return _grammar([schema], schema if isinstance(schema, dict) else {})
+    return union_grammar([schema], [schema if isinstance(schema, dict) else {}])
 
 
 def union_grammar(schemas: list[Any], roots: list[dict[str, Any]] | None = None,
                   text_alternative: bool = False) -> str:
     """EBNF for any of ``schemas`` (``roots[i]`` resolves the references of schema i); with
     ``text_alternative`` also free text that does not start with ``{`` (a reply in words)."""
-    return _grammar(schemas, {}, roots, text_alternative)
-
-
-def _grammar(schemas: list[Any], root: dict[str, Any],
-             roots: list[dict[str, Any]] | None = None, text_alternative: bool = False) -> str:
     alternatives = []
     rules: dict[str, str] = {}
     used_base = False
     for index, schema in enumerate(schemas):
-        builder = _Builder(roots[index] if roots is not None else root)
+        builder = _Builder(roots[index] if roots is not None else {})
         builder.rules = rules
         alternatives.append(builder.schema(schema, "#", 0))
         used_base = used_base or builder.used_base

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from appliance.gateway.chat.protocol import ChatCompletionRequest
 from appliance.gateway.chat.serving import ChatService
+from appliance.gateway.chat.tools import Plan
 from appliance.gateway.errors import APIError
 from appliance.gateway.state import gateway_state
 
@@ -31,11 +32,11 @@ def _service(request: Request) -> ChatService:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     started = time.monotonic()
     service = _service(request)
-    generation = await service.start(body)
+    generation, plan = await service.start(body)
     if body.stream:
-        return StreamingResponse(_sse(service, body, generation, started),
+        return StreamingResponse(_sse(service, body, plan, generation, started),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
-    task = asyncio.create_task(service.complete(body, generation, started))
+    task = asyncio.create_task(service.complete(plan, generation, started))
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
@@ -54,10 +55,10 @@ def _event(data: str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def _sse(service: ChatService, body: ChatCompletionRequest, generation: Any,
-               started: float) -> AsyncIterator[bytes]:
+async def _sse(service: ChatService, body: ChatCompletionRequest, plan: Plan,
+               generation: Any, started: float) -> AsyncIterator[bytes]:
     try:
-        async for chunk in service.stream(body, generation, started):
+        async for chunk in service.stream(body, plan, generation, started):
             yield _event(json.dumps(chunk, ensure_ascii=False))
     except APIError as exc:
         # Headers are gone already: report in-band, the way OpenAI's SDKs expect it.

@@ -54,12 +54,12 @@ class ChatService:
     def served_model(self) -> str:
         return self.client.info.model if self.client.info else self.settings.engine.model
 
-    def _engine_params(self, request: ChatCompletionRequest, gen_id: str) -> GenerateParams:
+    def _engine_params(self, request: ChatCompletionRequest, plan: tools.Plan,
+                       gen_id: str) -> GenerateParams:
         if request.model.lower() != self.served_model():
             raise APIError(404, f"The model '{request.model}' does not exist on this appliance; "
                            f"it serves '{self.served_model()}' (see GET /v1/models)",
                            param="model", code="model_not_found")
-        plan = tools.plan(request)
         messages = tools.messages(request, plan.note)
         if not any(m.role == "user" for m in messages):
             raise APIError(400, "messages must contain at least one user message",
@@ -77,15 +77,17 @@ class ChatService:
             top_p=request.top_p if request.top_p is not None else 1.0, seed=request.seed,
             stop=request.stop or [], ignore_eos=request.ignore_eos, grammar=plan.grammar)
 
-    async def start(self, request: ChatCompletionRequest) -> Generation:
-        """Admit the request into the engine, or raise the APIError that says why not."""
+    async def start(self, request: ChatCompletionRequest) -> tuple[Generation, tools.Plan]:
+        """Admit the request into the engine, or raise the APIError that says why not; the
+        plan says how its answer is read back (words, a tool call, JSON)."""
         try:
             self.drain.check()
         except Draining as exc:
             raise refusal_error(exc) from None
-        params = self._engine_params(request, f"chatcmpl-{uuid.uuid4().hex[:24]}")
+        plan = tools.plan(request)
+        params = self._engine_params(request, plan, f"chatcmpl-{uuid.uuid4().hex[:24]}")
         try:
-            return await self.client.submit(params)
+            return await self.client.submit(params), plan
         except EngineFailure as exc:
             self.metrics.rejected.labels(exc.code).inc()
             raise engine_error(exc) from exc
@@ -112,7 +114,7 @@ class ChatService:
         info = self.client.info
         return f"{info.device.lower()}-{info.instance}" if info else "unknown"
 
-    async def complete(self, request: ChatCompletionRequest, generation: Generation,
+    async def complete(self, plan: tools.Plan, generation: Generation,
                        started: float) -> dict[str, Any]:
         parts: list[str] = []
         finish, prompt_tokens, completion_tokens = "stop", generation.prompt_tokens, 0
@@ -125,7 +127,7 @@ class ChatService:
                                                     event["completion_tokens"])
         text = "".join(parts)
         message: dict[str, Any] = {"role": "assistant", "content": text}
-        calls = tools.tool_calls(tools.plan(request), text)
+        calls = tools.tool_calls(plan, text)
         if calls is not None:
             message = {"role": "assistant", "content": None, "tool_calls": calls}
             finish = "tool_calls"
@@ -145,8 +147,8 @@ class ChatService:
                       "total_tokens": prompt_tokens + completion_tokens},
         }
 
-    async def stream(self, request: ChatCompletionRequest, generation: Generation,
-                     started: float) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, request: ChatCompletionRequest, plan: tools.Plan,
+                     generation: Generation, started: float) -> AsyncIterator[dict[str, Any]]:
         """Chunks as OpenAI sends them: a role delta, content deltas, a finish, maybe usage."""
         created = int(time.time())
 
@@ -158,7 +160,6 @@ class ChatService:
                              "finish_reason": finish}],
             }
 
-        plan = tools.plan(request)
         yield chunk({"role": "assistant", "content": ""})
         interval = self.settings.http.stream_interval_ms / 1000
         held: list[str] = []
