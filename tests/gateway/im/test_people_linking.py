@@ -374,8 +374,11 @@ def test_the_linked_apps_hold_one_conversation_in_the_order_sent(
     before = len(linked.wecom.received())
     wecom_id = linked.wecom.say(asked["wecom"])  # stored once WeCom has its 200
     web_id = type_and_send(page, asked["web"])
-    page.wait_for(f"document.querySelector('#messages li.turn[data-id=\"{web_id}\"]')"
-                  ".dataset.seq")  # the box acknowledged it
+    # the box acknowledged it (the ack may move the page to the person's conversation,
+    # which clears the list and loads it afresh: the turn is missing for a moment)
+    page.wait_for("document.getElementById('messages').dataset.loaded === 'true' && "
+                  f"document.querySelector('#messages li.turn[data-id=\"{web_id}\"]')"
+                  "?.dataset.seq")
     kiosk_id = linked.kiosk.send(asked["kiosk"])
     assert linked.kiosk.ack(kiosk_id)["conversation"] == conversation
 
