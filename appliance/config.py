@@ -176,10 +176,20 @@ class KnowledgeSettings(_Section):
         "(0: the chat pipeline does not retrieve).")
     min_similarity: float = Field(
         0.3, ge=-1.0, le=1.0, description="A chunk goes into a chat prompt when its cosine "
-        "similarity to the message reaches this ...")
+        "similarity to the message reaches this (0.3 keeps a paraphrase, drops \"Hi!\" at "
+        "0.14) ...")
+    min_similarity_cjk: float = Field(
+        0.5, ge=-1.0, le=1.0, description="... or this, for a message in Chinese, Japanese "
+        "or Korean: the packaged all-MiniLM-L6-v2 is English-only and scores any two Chinese "
+        "texts about 0.4 (lower it with a multilingual embedding model) ...")
     min_score: float = Field(
-        0.5, ge=0.0, le=1.0, description="... or its fused score does (1.0: first in both "
-        "the vector and the keyword search; 0.5: first in one), so small talk gets none.")
+        0.5, ge=0.0, le=1.0, description="... or, for a chunk the keyword search also "
+        "found, its fused score reaches this (1.0: first in both searches; 0.5: first in "
+        "one) ...")
+    keyword_slack: float = Field(
+        0.1, ge=0.0, le=2.0, description="... and its similarity is at most this much below "
+        "the threshold, so a keyword match on a common word (\"how are you\") adds no "
+        "passages to small talk.")
     candidates: int = Field(
         50, ge=1, le=1000, description="Hits taken from each of the vector and keyword "
         "searches before they are fused.")
@@ -189,6 +199,10 @@ class KnowledgeSettings(_Section):
         0.05, gt=0.0, le=1.0, description="In a knowledge base of 1,000 chunks or more, a "
         "query term found in more than this share of them is left out of the keyword search "
         "(it barely moves BM25 but dominates the search's cost).")
+    keyword_postings: int = Field(
+        20_000, ge=100, description="In a knowledge base of 1,000 chunks or more, the "
+        "keyword search uses a question's rarest terms up to this many chunk matches in all "
+        "(about 1 µs each), so a long question cannot make it slow.")
     default_collections: list[str] = Field(
         default_factory=lambda: ["default"], description="Collections a conversation with "
         "no binding of its own (nor its integration's) retrieves from.")

@@ -181,7 +181,8 @@ def open_library(root: Path, settings: Settings, embedder: OpenVINOEmbedder
     root.mkdir(parents=True, exist_ok=True)
     cipher = FieldCipher(DataKeyring(root / "data.keys").ensure())
     return KnowledgeLibrary(connect(root / "kb.db", settings.store.synchronous), cipher,
-                            embedder.model, embedder.dimensions, settings.kb.common_term_fraction)
+                            embedder.model, embedder.dimensions, settings.kb.common_term_fraction,
+                            settings.kb.keyword_postings)
 
 
 # --- 1. recall ------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ def scale(settings: Settings, root: Path, embedder: OpenVINOEmbedder, docs: list
                         "database_mib": round(database / 2**20, 1),
                         "other_processes_cpu_pct": load.percent,
                         "build_chunks_per_s": round(built / build_s, 1) if built else None})
-    library.db.close()
+    library.close()
     return results
 
 
@@ -578,7 +579,7 @@ def run(settings: Settings, *, sizes: list[int], turns: int, rounds: int, out: P
         query_vectors, query_ms = query_embedding(embedder, asked)
         library = open_library(root / "corpus", settings, embedder)
         recalled = recall(settings, library, docs, doc_vectors, asked, query_vectors)
-        library.db.close()
+        library.close()
         scaled = scale(settings, root / "scale", embedder, docs, asked, query_vectors, sizes,
                        progress)
         ingested = ingestion(embedder, corpus_chunks, batch, rounds, progress)

@@ -5,7 +5,10 @@ One connection, used from one thread (the knowledge service's), beside the gatew
 SQLite's WAL lets the two work side by side, and a document is written in one short
 transaction. Chunk text, document names and vectors are sealed like message text; the keyword
 index holds blinded terms only (:mod:`appliance.kb.terms`). The vector index lives in memory
-and is rebuilt from the stored vectors on open.
+and is rebuilt from the stored vectors on open. A search runs its two halves side by side:
+the vector half on a worker thread of its own (numpy releases the GIL in its matrix product),
+the keyword half on the caller's (so does SQLite while it steps), so a search takes about as
+long as the slower half rather than their sum.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import re
 import sqlite3
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -77,9 +81,12 @@ class Hit:
 
 class KnowledgeLibrary:
     def __init__(self, connection: sqlite3.Connection, cipher: FieldCipher | None,
-                 model: str, dimensions: int, common_term_fraction: float = 0.05) -> None:
+                 model: str, dimensions: int, common_term_fraction: float = 0.05,
+                 keyword_postings: int | None = None) -> None:
         self.db = connection
         self.common_term_fraction = common_term_fraction
+        self.keyword_postings = keyword_postings
+        self._vector_worker = ThreadPoolExecutor(1, thread_name_prefix="kb-vectors")
         self._frequency: dict[str, int] = {}  # token -> chunks that have it (cleared on write)
         self._chunks: int | None = None
         self._sealer: Sealer = cipher if cipher is not None else Plaintext()
@@ -276,7 +283,7 @@ class KnowledgeLibrary:
         tokens = query_tokens(query, self._term)
         if self._chunk_count() >= PRUNE_FROM_CHUNKS:
             tokens = informative(tokens, self._frequencies(tokens), self._chunk_count(),
-                                 self.common_term_fraction)
+                                 self.common_term_fraction, self.keyword_postings)
         expression = match_expression(tokens)
         if expression is None:
             return []
@@ -290,6 +297,10 @@ class KnowledgeLibrary:
                    "ORDER BY bm25(kb_terms) LIMIT ?")
             args += collections
         return [r[0] for r in self.db.execute(sql, (*args, limit))]
+
+    def close(self) -> None:
+        self._vector_worker.shutdown()
+        self.db.close()
 
     def _chunk_count(self) -> int:
         if self._chunks is None:
@@ -311,10 +322,13 @@ class KnowledgeLibrary:
         """Hybrid search: the nearest vectors and the best BM25 keyword matches, fused."""
         if collections is not None and not collections:
             return []
-        near = self.vectors.search(vector, candidates, collections) if vector is not None \
-            else []
-        similarity = dict(near)
+        nearest: Future[list[tuple[int, float]]] | None = None
+        if vector is not None:
+            nearest = self._vector_worker.submit(self.vectors.search, vector, candidates,
+                                                 collections)
         keyword = self._keyword(query, candidates, collections)
+        near = nearest.result() if nearest is not None else []
+        similarity = dict(near)
         found = set(keyword)
         rankings = [[i for i, _ in near], keyword] if vector is not None else [keyword]
         fused = fuse(rankings, rrf_k)[:k]

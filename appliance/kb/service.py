@@ -78,10 +78,11 @@ class Knowledge:
 
     def _open(self, model: Model) -> KnowledgeLibrary:
         if self._library is not None:
-            self._library.db.close()
+            self._library.close()
         connection = connect(self.settings.paths.database, self.settings.store.synchronous)
         return KnowledgeLibrary(connection, self.cipher, model.id, model.dimensions,
-                                self.settings.kb.common_term_fraction)
+                                self.settings.kb.common_term_fraction,
+                                self.settings.kb.keyword_postings)
 
     async def library(self) -> KnowledgeLibrary:
         """The library for the engine's current embedding model (opened, or reopened when
@@ -115,7 +116,7 @@ class Knowledge:
         if self._reindexing is not None:
             self._reindexing.cancel()
         if self._library is not None:
-            await self._run(self._library.db.close)
+            await self._run(self._library.close)
             self._library = None
         self._thread.shutdown(wait=False)
 

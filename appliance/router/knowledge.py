@@ -1,21 +1,37 @@
 """The knowledge base as the chat pipeline uses it: the passages worth putting in a prompt.
 
-Only chunks that are about the message go in: close enough in meaning, or ranked high by the
-fused search (a greeting gets none). Retrieval failing (no embedding model, the engine
+Only chunks that are about the message go in (:func:`relevant`): close enough in meaning, or
+found by the keyword search too, ranked high and nearly close enough, so a greeting gets none.
+A vector hit alone always ranks first in its list, and a common word always matches something,
+so neither is evidence by itself. Retrieval failing (no embedding model, the engine
 restarting) costs the answer its passages, never the answer itself.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from appliance.config import KnowledgeSettings
 from appliance.engine.client import EngineFailure
+from appliance.kb.chunking import CJK
+from appliance.kb.library import Hit
 from appliance.kb.service import Knowledge, KnowledgeUnavailable
 from appliance.router.prompt import Passage
 
 log = logging.getLogger(__name__)
+CJK_CHAR = re.compile(f"[{CJK}]")
+
+
+def relevant(hit: Hit, message: str, config: KnowledgeSettings) -> bool:
+    """Whether a search hit is about ``message`` enough to go into its prompt."""
+    threshold = config.min_similarity_cjk if CJK_CHAR.search(message) else \
+        config.min_similarity
+    if hit.similarity >= threshold:
+        return True
+    return hit.keyword and hit.score >= config.min_score and \
+        hit.similarity >= threshold - config.keyword_slack
 
 
 class KnowledgeRetriever:
@@ -40,4 +56,4 @@ class KnowledgeRetriever:
             log.warning("answering %s without the knowledge base: %s", conversation, exc)
             return []
         return [Passage(h.document, h.name, h.chunk, h.text, h.score) for h in hits
-                if h.similarity >= self.config.min_similarity or h.score >= self.config.min_score]
+                if relevant(h, query, self.config)]

@@ -74,6 +74,18 @@ def test_a_term_no_chunk_has_is_kept() -> None:
     assert informative(["zebra"], {}, 1000, 0.05) == ["zebra"]
 
 
+def test_a_long_question_keeps_its_rarest_terms_up_to_the_postings_budget() -> None:
+    frequency = {"leave": 4000, "car": 3000, "wharf": 20, "branch": 4500, "street": 1000}
+    assert informative(["leave", "car", "wharf", "street", "branch"], frequency, 100_000,
+                       0.05, postings=5000) == ["car", "wharf", "street"]
+
+
+def test_the_postings_budget_still_keeps_the_two_rarest_terms() -> None:
+    frequency = {"leave": 4000, "car": 3000}
+    assert informative(["leave", "car"], frequency, 100_000, 0.05, postings=100) == \
+        ["leave", "car"]
+
+
 def test_the_vector_index_returns_the_nearest_first() -> None:
     index = VectorIndex(DIMENSIONS)
     index.add([1, 2, 3], "a", np.stack([unit(1), unit(1, 1), unit(0, 1)]))
