@@ -93,3 +93,18 @@ class StagedFile:
     def discard(self) -> None:
         self.handle.close()
         self.scratch.unlink(missing_ok=True)
+
+
+def own_like_folder(database: Path) -> None:
+    """A SQLite database (with its -wal and -shm) owned like its folder. Root processes
+    (selfheal, the updater, the CLI over SSH) share the data directory with the services'
+    user; whichever opens a database first creates its files, and files root made would
+    leave the services unable to write ("attempt to write a readonly database")."""
+    if os.geteuid() != 0:
+        return
+    owner = database.parent.stat()
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            if (stat.st_uid, stat.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(path, owner.st_uid, owner.st_gid)

@@ -79,6 +79,9 @@ class OpsDaemon:
                 self.tick(time.time())
             except Exception:  # one bad tick must not end the watching
                 log.exception("ops tick failed")
+            # Alive, even when a tick fails: a restart cures a hang, not an error that every
+            # tick meets again (it would only add the restarts' load to the box's trouble).
+            self.rundir.ops_heartbeat.touch()
             ticks += 1
             self.notify("WATCHDOG=1")
             self._stop.wait(max(0.0, self.settings.ops.interval_s
@@ -87,7 +90,6 @@ class OpsDaemon:
     def tick(self, now: float) -> dict[str, float]:
         values = sample_all(self.box, self.services, self.gateway, os.getpid())
         self.history.record(values, now)
-        self.rundir.ops_heartbeat.touch()
         self._pressure(values)
         self._leaks(values, now)
         if self.monitor is not None:

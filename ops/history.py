@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.files import own_like_folder
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     ts    REAL NOT NULL,
@@ -69,6 +71,7 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.executescript(SCHEMA)
+    own_like_folder(path)
     return connection
 
 

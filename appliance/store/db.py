@@ -18,6 +18,7 @@ import sqlite3
 from pathlib import Path
 
 from appliance.config import Settings
+from appliance.files import own_like_folder
 from appliance.security.cipher import DataKeyring, FieldCipher
 
 SCHEMA_VERSION = 7
@@ -203,6 +204,7 @@ def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
     connection.execute("PRAGMA secure_delete=ON")
     if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         _migrate(connection)
+    own_like_folder(path)
     return connection
 
 

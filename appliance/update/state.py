@@ -10,10 +10,8 @@ outcome is also an event in ``ops.db`` beside the anomalies and restarts (kinds
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,16 +70,6 @@ def record_event(settings: Settings, kind: str, severity: str, reason: str,
                                     reason=reason, action=action))
         finally:
             history.db.close()
-        _owned_like_data_dir(settings.paths.ops_database)
     except (OSError, sqlite3.Error) as exc:
         log.warning("could not record %s in %s: %s", kind, settings.paths.ops_database, exc)
 
-
-def _owned_like_data_dir(database: Path) -> None:
-    """confirm and install run as root; the ops daemon, which shares ops.db, does not."""
-    if os.geteuid() != 0:
-        return
-    owner = database.parent.stat()
-    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
-        with contextlib.suppress(FileNotFoundError):
-            os.chown(path, owner.st_uid, owner.st_gid)

@@ -159,6 +159,13 @@ class Box:
         raise AssertionError(f"/readyz did not answer within {timeout_s:.0f} s; console:\n"
                              f"{self.vm.console()[-4000:]}")
 
+    def services_journal(self, lines: int = 80) -> str:
+        """The appliance services' last journal lines: what a failed check shows, so a CI log
+        tells why (an engine restart, a watchdog, a probe) without the VM."""
+        units = " ".join(f"-u appliance-{u}" for u in ("engine", "gateway", "selfheal", "ops"))
+        return self.ssh(f"journalctl -b --no-pager -o short-monotonic -n {lines} {units}",
+                        check=False, timeout=60).stdout
+
     def wait_ssh(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

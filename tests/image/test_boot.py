@@ -45,12 +45,24 @@ def test_every_appliance_service_is_running(box: Box) -> None:
     assert out == ["active"] * len(units)
 
 
+def test_the_ops_daemon_records_metrics_in_a_database_the_services_own(box: Box) -> None:
+    # selfheal (root) opens ops.db too; files it created were read-only to the ops daemon.
+    owners = box.ssh("stat -c '%n %U' /var/lib/appliance/ops.db*").stdout.split("\n")
+    assert [line for line in owners if line and not line.endswith(" appliance")] == []
+    journal = box.ssh("journalctl -b --no-pager -o cat -u appliance-ops", check=False).stdout
+    assert "ops tick failed" not in journal
+
+
 def test_a_chat_completion_is_answered_over_https_with_a_token(box: Box) -> None:
     client = openai.OpenAI(base_url=box.url("/v1"), api_key=box.token("tester", "chat"),
                            http_client=httpx.Client(verify=str(box.ca_file), timeout=300))
-    reply = client.chat.completions.create(
-        model="smollm2-135m-instruct", max_tokens=8,
-        messages=[{"role": "user", "content": "Say hello."}])
+    box.wait_ready()
+    try:
+        reply = client.chat.completions.create(
+            model="smollm2-135m-instruct", max_tokens=8,
+            messages=[{"role": "user", "content": "Say hello."}])
+    except openai.APIStatusError as exc:
+        raise AssertionError(f"{exc}; the services' journal:\n{box.services_journal()}") from exc
     assert reply.choices[0].message.content
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 

@@ -71,11 +71,13 @@ def test_the_new_slot_is_confirmed_once_healthy(box: Box) -> None:
 
 def test_the_updated_box_answers_chat(box: Box) -> None:
     token = box.token("tester", "chat")
+    box.wait_ready()
     response = httpx.post(box.url("/v1/chat/completions"), verify=str(box.ca_file), timeout=300,
                           headers={"Authorization": f"Bearer {token}"},
                           json={"model": "smollm2-135m-instruct", "max_tokens": 4,
                                 "messages": [{"role": "user", "content": "Hi"}]})
-    assert response.status_code == 200
+    assert response.status_code == 200, \
+        f"{response.status_code} {response.text}; the services' journal:\n{box.services_journal()}"
 
 
 def test_a_bundle_that_never_gets_healthy_rolls_back_to_the_previous_slot(
