@@ -208,6 +208,33 @@ class KnowledgeSettings(_Section):
         "no binding of its own (nor its integration's) retrieves from.")
 
 
+class SkillsSettings(_Section):
+    enabled: bool = Field(
+        True, description="Route chat messages to the skills (hours, faq, calc, handoff) "
+        "by intent; off: every message that is not a /command is plain chat.")
+    min_confidence: float = Field(
+        0.4, ge=0.0, le=1.0, description="Least confidence of the intent classifier for a "
+        "message to go to a skill; below it, plain chat.")
+    meaning_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="Weight of the embedding model's meaning beside "
+        "the characters' TF-IDF in the intent classifier (0: characters only).")
+    faq_min_similarity: float = Field(
+        0.35, ge=0.0, le=1.0, description="Least character similarity of a question to the "
+        "nearest FAQ entry for faq to answer it; below it, plain chat answers.")
+    branch_file: Path | None = Field(
+        None, description="The branch's facts (name, opening hours, FAQ) as TOML, edited by "
+        "the admin; unset means <data_dir>/branch.toml. Reread when it changes.")
+    rates_file: Path | None = Field(
+        None, description="Currency rates for calc as TOML (base = \"CNY\", [rates] USD = "
+        "7.1 ...: units of base per unit); unset means <data_dir>/rates.toml.")
+    handoff_url: str = Field(
+        "", description="Where handoff posts a conversation for staff (a webhook, e.g. an "
+        "IM group's robot relay), signed by the box and sent through the outbox; '' tells "
+        "the person to ask at the counter instead.")
+    handoff_turns: int = Field(
+        10, ge=0, le=100, description="Recent question/answer pairs sent with a handoff.")
+
+
 class ImSettings(_Section):
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com",
                                 description="WeCom server API (gettoken, message/send).")
@@ -446,6 +473,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    skills: SkillsSettings = Field(default_factory=SkillsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     im: ImSettings = Field(default_factory=ImSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

@@ -127,6 +127,7 @@ def examine(loaded: LoadedSettings) -> Report:
     warning = clock_warning(read_clock(), settings.time)
     if warning:
         add(Finding("warning", warning))
+    _skills(report, settings)
     for finding in audit(settings):
         add(Finding(finding.level, finding.message))
     if not loaded.file_exists:
@@ -159,6 +160,32 @@ def _embedding(report: Report, settings: Any, devices: list[str]) -> None:
         report.findings.append(Finding(
             "warning", f"the embedding model {model_id} is not converted: run `appliance models "
                        "prepare` (the knowledge base stays off until it is)"))
+
+
+def _skills(report: Report, settings: Any) -> None:
+    """The files the skills read: a mistake in one keeps the last good facts in use, or calc
+    without rates, which the admin should hear about before a customer does."""
+    from appliance.skills.branch import BranchFile
+    from appliance.skills.calc import RatesError, load_rates
+    from appliance.skills.router import branch_path, rates_path
+
+    if not settings.skills.enabled:
+        return
+    branch = BranchFile(branch_path(settings))
+    facts = branch.current()
+    if branch.error:
+        report.findings.append(Finding("warning", f"branch facts: {branch.error}"))
+    elif not facts.hours:
+        report.findings.append(Finding(
+            "info", f"no opening hours in {branch.path}: the hours skill hands questions to "
+                    "the assistant (appliance skills branch FILE)"))
+    try:
+        load_rates(rates_path(settings))
+    except RatesError as exc:
+        report.findings.append(Finding("warning", str(exc)))
+    if not settings.skills.handoff_url:
+        report.findings.append(Finding(
+            "info", "skills.handoff_url is not set: handoff tells people to ask at the counter"))
 
 
 def _integrations(report: Report, settings: Any) -> None:

@@ -23,6 +23,7 @@ NOT_ABOVE = {
     "appliance.models": ("appliance.engine", "appliance.gateway", "appliance.cli"),
     "appliance.kb": ("appliance.router", "appliance.gateway", "appliance.engine", "appliance.cli"),
     "appliance.engine": ("appliance.gateway", "appliance.router", "appliance.cli"),
+    "appliance.skills": ("appliance.gateway", "appliance.cli"),
     "ops": ("appliance.update", "appliance.gateway", "appliance.router", "appliance.cli"),
     "selfheal": ("appliance", "ops"),
 }

@@ -17,6 +17,7 @@ from appliance.cli.people import people_app
 from appliance.cli.run import run_app
 from appliance.cli.security import certs_app, keys_app, token_app, webhook_app
 from appliance.cli.service import service_app
+from appliance.cli.skills import skills_app
 from appliance.cli.update import update_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -27,7 +28,7 @@ for group, name in ((models_app, "models"), (config_app, "config"), (bench_app, 
                     (messages_app, "messages"), (certs_app, "certs"), (token_app, "token"),
                     (keys_app, "keys"), (webhook_app, "webhook"), (update_app, "update"),
                     (service_app, "service"), (kb_app, "kb"), (im_app, "im"),
-                    (people_app, "people")):
+                    (people_app, "people"), (skills_app, "skills")):
     app.add_typer(group, name=name)
 
 

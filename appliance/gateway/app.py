@@ -54,6 +54,8 @@ from appliance.security.pki import tls_files
 from appliance.security.replay import ReplayGuard
 from appliance.security.signing import sign_event
 from appliance.security.tls import ReloadingContext
+from appliance.skills.handoff import HandoffSender
+from appliance.skills.router import SkillRouter
 from appliance.store.db import connect, open_cipher
 from appliance.store.im_integrations import ImIntegrations
 from appliance.store.messages import MessageStore
@@ -79,8 +81,11 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         store = MessageStore(connect(settings.paths.database, settings.store.synchronous),
                              open_cipher(settings))
         knowledge = Knowledge(settings, store.cipher, embed_with(client), embedding_model(client))
+        outbox_store = Outbox(store.db, store.cipher)
+        skills = SkillRouter(settings, store, client, embed_with(client),
+                             lambda: embedding_model(client)() is not None, outbox_store)
         pipeline = Pipeline(settings, store, client, hub, drain,
-                            KnowledgeRetriever(knowledge, settings.kb))
+                            KnowledgeRetriever(knowledge, settings.kb), skills)
         security_db = connect(settings.paths.database, settings.store.synchronous)
 
         def count_refusal(channel: str, reason: str) -> None:
@@ -107,8 +112,9 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         await pipeline.start()
         platforms = httpx.AsyncClient(timeout=settings.outbox.timeout_s)
         outbox = OutboxWorker(
-            pipeline, Outbox(store.db, store.cipher),
+            pipeline, outbox_store,
             [CallbackSender(state.integrations, keys, platforms),
+             HandoffSender(settings.skills.handoff_url, keys, platforms),
              *im_senders(im, settings.im, platforms)], settings.outbox,
             count=lambda kind, outcome: metrics.outbox.labels(kind, outcome).inc())
         await outbox.start()

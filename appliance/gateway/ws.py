@@ -40,11 +40,11 @@ from appliance.router.admission import (
     refusal_event,
     sender_for,
 )
-from appliance.router.pipeline import Pipeline, identity_of, reply_event
+from appliance.router.pipeline import Pipeline, reply_event
 from appliance.security.access import Access
 from appliance.security.tokens import AuthError, Claims
 from appliance.store.messages import UnknownMessage
-from appliance.store.people import person_of_conversation
+from appliance.store.people import identity_of, person_of_conversation
 from appliance.store.states import FINISHED
 
 router = APIRouter()

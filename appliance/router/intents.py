@@ -1,11 +1,12 @@
-"""What a message asks for. At this stage: a slash command, or a chat turn for the LLM."""
+"""What a message asks for at first sight: a slash command, or chat (which the skills' intent
+router, :mod:`appliance.skills.router`, may still hand to a skill)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-COMMANDS = ("help", "reset", "status", "link", "follow", "unfollow")
+COMMANDS = ("help", "reset", "status", "link", "follow", "unfollow", "skill")
 
 
 @dataclass(frozen=True)

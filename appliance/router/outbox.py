@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from appliance.config import OutboxSettings
-from appliance.router.pipeline import Pipeline, identity_of
+from appliance.router.pipeline import Pipeline
 from appliance.store.messages import MessageRecord, UnknownMessage
 from appliance.store.outbox import Outbox, OutboxItem
-from appliance.store.people import person_of_conversation
+from appliance.store.people import identity_of, person_of_conversation
 from selfheal.policy import Backoff
 
 log = logging.getLogger(__name__)

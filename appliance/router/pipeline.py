@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineFailure
@@ -41,11 +42,15 @@ from appliance.store.people import (
     LinkRefused,
     People,
     conversation_of,
+    identity_of,
     person_of_conversation,
 )
 from appliance.store.states import MessageState
 from appliance.store.summaries import SummaryStore
 from selfheal.policy import Backoff
+
+if TYPE_CHECKING:  # the skills' handoff sends through the outbox, which uses the pipeline
+    from appliance.skills.router import SkillAnswer, SkillRouter
 
 log = logging.getLogger(__name__)
 RETRY_INITIAL_S = 0.5
@@ -60,12 +65,6 @@ class Retriever(Protocol):
 
 
 LINK_CODE_TTL_S = 600.0
-
-
-def identity_of(channel: str, sender: str) -> str:
-    """Who a message is from, across channels: an IM platform's user as the adapter names it
-    (``wecom:<integration>:<user>``), else the token subject the other channels share."""
-    return sender if channel == "im" else f"user:{sender}"
 
 
 class AnswerFailed(Exception):
@@ -86,14 +85,15 @@ def reply_event(record: MessageRecord) -> dict[str, Any]:
 
 class Pipeline:
     def __init__(self, settings: Settings, store: MessageStore, engine: EngineClient,
-                 hub: Hub, drain: Drain | None = None, knowledge: Retriever | None = None
-                 ) -> None:
+                 hub: Hub, drain: Drain | None = None, knowledge: Retriever | None = None,
+                 skills: SkillRouter | None = None) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.hub = hub
         self.drain = drain if drain is not None else Drain(engine)
         self.knowledge = knowledge
+        self.skills = skills if settings.skills.enabled else None
         self.summaries = SummaryStore(store.db, store.cipher)
         self.people = People(store.db, store.cipher)
         self.summarizer = Summarizer(settings.chat, store, self.summaries, engine,
@@ -210,26 +210,60 @@ class Pipeline:
     async def _process(self, record: MessageRecord) -> None:
         record = self.store.move(record, MessageState.PROCESSING)
         intent = classify(record.text)
+        label = intent.label
         sources: list[Source] = []
         try:
-            if intent.kind == "command":
+            if intent.kind == "command" and intent.name == "skill":
+                reply = await self._explicit_skill(record, intent.argument)
+            elif intent.kind == "command":
                 reply = run_command(intent, SkillContext(
                     record.conversation, record.seq,
                     reset=lambda: self.store.reset(record.conversation, record.seq),
                     status=self._status, link=lambda code: self._link(record, code),
                     follow=lambda on: self._follow(record, on)))
             else:
-                reply, sources = await self._answer(record)
+                answered = await self._routed(record)
+                if answered is not None:
+                    reply, label = answered.text, answered.skill
+                else:
+                    reply, sources = await self._answer(record)
         except AnswerFailed as exc:
             record = self.store.move(record, MessageState.FAILED, note=exc.code,
-                                     intent=intent.label, error=f"{exc.code}: {exc}")
+                                     intent=label, error=f"{exc.code}: {exc}")
         else:
             record = self.store.move(
-                record, MessageState.ANSWERED, intent=intent.label, reply=reply,
+                record, MessageState.ANSWERED, intent=label, reply=reply,
                 sources=json.dumps([s.to_json() for s in sources]) if sources else "")
         taken = await self.hub.publish(record.conversation, reply_event(record))
         if taken and record.channel != "mqtt":  # an MQTT origin confirms with its PUBACK
             self.delivered(record, note=f"{taken} listener(s)")
+
+    async def _routed(self, record: MessageRecord) -> SkillAnswer | None:
+        """A skill's answer when the intent router sends the message to one that answers;
+        the guess and its confidence go in the message's trace either way."""
+        if self.skills is None:
+            return None
+        guess = await self.skills.route(record.text)
+        answered = await self.skills.answer(guess.skill, record) \
+            if guess.skill is not None else None
+        note = f"{guess.describe()}" + ("" if guess.skill is None or answered is not None
+                                        else f"; {guess.skill} had no answer, so chat")
+        self.store.trace(record.conversation, record.id, note, label="intent")
+        return answered
+
+    async def _explicit_skill(self, record: MessageRecord, argument: str) -> str:
+        if self.skills is None:
+            return "Skills are turned off on this box (skills.enabled)."
+        name, _, request = argument.partition(" ")
+        names = ", ".join(sorted(self.skills.skills))
+        if not name:
+            return f"Skills: {names}. Ask one with /skill NAME REQUEST."
+        if name.lower() not in self.skills.skills:
+            return f"Unknown skill {name!r}. Skills: {names}."
+        answered = await self.skills.answer(
+            name.lower(), dataclasses.replace(record, text=request.strip() or name))
+        return answered.text if answered is not None else \
+            f"The {name.lower()} skill has no answer to that."
 
     def _link(self, record: MessageRecord, code: str) -> str:
         identity = identity_of(record.channel, record.sender)

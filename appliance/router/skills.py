@@ -11,7 +11,9 @@ HELP = (
     "Commands: /help (this text), /reset (forget this conversation's history and its "
     "summary), /status (the assistant's state), /link (a code to use this conversation from "
     "another app; /link CODE there), /follow and /unfollow (get here the answers to what you "
-    "ask elsewhere). Anything else is answered by the local assistant."
+    "ask elsewhere), /skill NAME REQUEST (ask one skill directly; /skill alone lists them). "
+    "Anything else goes to the skill it is for (opening hours, the branch's FAQ, a "
+    "calculator, a member of staff) or to the local assistant."
 )
 
 

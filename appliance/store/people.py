@@ -37,6 +37,12 @@ class Identity:
     linked: float
 
 
+def identity_of(channel: str, sender: str) -> str:
+    """Who a message is from, across channels: an IM platform's user as the adapter names it
+    (``wecom:<integration>:<user>``), else the token subject the other channels share."""
+    return sender if channel == "im" else f"user:{sender}"
+
+
 def conversation_of(person: str) -> str:
     return f"{PERSON_PREFIX}{person}"
 

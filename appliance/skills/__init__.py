@@ -1,0 +1,1 @@
+"""Skills: what a message is for (intent recognition) and the box's own skills."""
