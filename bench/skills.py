@@ -8,8 +8,8 @@ format). A call is valid when it parses as JSON, names one of the request's tool
 arguments validate against that tool's schema; a ``json_schema`` answer when it parses and
 validates. Sampling at temperature 0.7 with a seed per sample, so both arms see the same
 seeds. Generation runs on the OpenVINO pipeline in this process (what the engine runs), so the
-figures are the model's, not the network's. Intent-routing figures join this report when the
-intent router is built (issue 17).
+figures are the model's, not the network's. The intent router's figures (``bench/intents.py``)
+join the same report.
 
 Writes ``skills.json``, ``skills.md`` and ``skills.png`` beside each other.
 """
@@ -32,6 +32,7 @@ from appliance.devices import plan_devices
 from appliance.engine.loader import available_devices, build_pipeline, prepare_model
 from appliance.gateway.chat import tools
 from appliance.gateway.chat.protocol import ChatCompletionRequest
+from bench.intents import run_intents
 
 TARGET_VALID_WITH_GRAMMAR = 1.0
 TEMPERATURE = 0.7
@@ -164,7 +165,7 @@ def run(settings: Settings, samples: int, out: Path, console: Console) -> dict[s
                              for arm in arms}
     result = {"model": entry.id, "device": candidate.device, "temperature": TEMPERATURE,
               "max_tokens": MAX_TOKENS, "samples": samples, "cases": figures,
-              "examples": examples, "intent": "not built yet (issue 17)",
+              "examples": examples, "intent": run_intents(settings),
               "targets": {"valid_with_grammar": TARGET_VALID_WITH_GRAMMAR},
               "met": {"valid_with_grammar": all(
                   f["grammar"]["rate"] >= TARGET_VALID_WITH_GRAMMAR
@@ -196,9 +197,41 @@ def _report(result: dict[str, Any], out: Path, console: Console) -> None:
     console.print(table)
     met = result["met"]["valid_with_grammar"]
     console.print(f"every constrained answer valid: {'[green]yes' if met else '[red]no'}")
-    lines += ["", f"Every constrained answer valid: {'yes' if met else 'no'}. Intent routing: "
-              f"{result['intent']}.", ""]
+    lines += ["", f"Every constrained answer valid: {'yes' if met else 'no'}.", ""]
+    lines += _intent_report(result["intent"], console)
     out.with_suffix(".md").write_text("\n".join(lines))
+
+
+def _intent_report(intent: dict[str, Any], console: Console) -> list[str]:
+    if "error" in intent:
+        console.print(f"[red]intent routing not measured: {intent['error']}")
+        return [f"Intent routing not measured: {intent['error']}.", ""]
+    table = Table(title=f"Intent routing of held-out phrasings (min confidence "
+                  f"{intent['min_confidence']})")
+    for column in ("router", "all", "en", "zh", "route p50 ms", "route p95 ms", "train s"):
+        table.add_column(column)
+    lines = ["## Intent routing", "",
+             f"Held-out phrasings ({intent['held_out']}) routed to the right skill or to chat, "
+             f"min confidence {intent['min_confidence']}; target "
+             f"{intent['target_accuracy']:.0%}.", "",
+             "| router | all | en | zh | route p50 ms | route p95 ms | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for arm, figures in intent["arms"].items():
+        cells = [f"{figures['right']}/{figures['total']} ({figures['accuracy']:.1%})",
+                 f"{figures['by_language']['en']:.1%}", f"{figures['by_language']['zh']:.1%}",
+                 f"{figures['route_ms']['p50']:.1f}", f"{figures['route_ms']['p95']:.1f}",
+                 f"{figures['train_s']:.2f}"]
+        table.add_row(arm, *cells)
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    console.print(table)
+    console.print(f"accuracy with meaning / characters alone: {intent['ratio_accuracy']:.2f}; "
+                  f"target met: {'[green]yes' if intent['met'] else '[red]no'}")
+    misses = intent["arms"]["meaning+characters"]["misses"]
+    lines += ["", f"Accuracy with the embedding model / characters alone: "
+              f"{intent['ratio_accuracy']:.2f}. Target met: {'yes' if intent['met'] else 'no'}.",
+              "", "Misses: " + ("; ".join(f"{m['text']} ({m['want']} -> {m['got']})"
+                                          for m in misses) or "none"), ""]
+    return lines
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
@@ -208,7 +241,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(result["cases"])
-    fig, ax = plt.subplots(figsize=(9, 4))
+    intent = result["intent"]
+    fig, (ax, routing) = plt.subplots(1, 2, figsize=(13, 4),
+                                      gridspec_kw={"width_ratios": [3, 2]})
     width = 0.38
     for offset, arm in ((-width / 2, "grammar"), (width / 2, "unconstrained")):
         ax.bar([i + offset for i in range(len(names))],
@@ -218,6 +253,19 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 105)
     ax.set_title(f"Tool-call validity, {result['model']}, temperature {result['temperature']}")
     ax.legend()
+    if "arms" in intent:
+        labels = list(next(iter(intent["arms"].values()))["by_label"])
+        for offset, arm in ((-width / 2, "meaning+characters"), (width / 2, "characters")):
+            by = intent["arms"][arm]["by_label"]
+            routing.bar([i + offset for i in range(len(labels))],
+                        [100 * sum(c["right"] for c in by[label].values())
+                         / sum(c["total"] for c in by[label].values()) for label in labels],
+                        width, label=arm)
+        routing.set_xticks(range(len(labels)), labels)
+        routing.set_ylim(0, 105)
+        routing.set_ylabel("held-out phrasings routed right, %")
+        routing.set_title("Intent routing")
+        routing.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

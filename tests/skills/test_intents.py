@@ -1,5 +1,6 @@
 """Intent recognition with the real embedding model (all-MiniLM-L6-v2 on OpenVINO): phrasings
-the router never saw (tests/skills/held_out.toml) go to the right skill, small talk to chat."""
+the router never saw (bench/intents_held_out.toml, which make bench-skills also reads) go to
+the right skill, small talk to chat."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from appliance.skills.manifest import load_manifest
 from appliance.skills.router import BUILTIN, chat_examples
 
 HELD_OUT: dict[str, dict[str, list[str]]] = tomllib.loads(
-    (Path(__file__).parent / "held_out.toml").read_text(encoding="utf-8"))
+    (Path(__file__).resolve().parents[2] / "bench" / "intents_held_out.toml")
+    .read_text(encoding="utf-8"))
 MIN_CONFIDENCE = Settings().skills.min_confidence
 
 
