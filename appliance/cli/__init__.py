@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import typer
 
+from appliance.cli.audit import audit_app
 from appliance.cli.bench import bench_app
 from appliance.cli.configuration import config_app
 from appliance.cli.doctor import doctor_app
@@ -28,7 +29,8 @@ for group, name in ((models_app, "models"), (config_app, "config"), (bench_app, 
                     (messages_app, "messages"), (certs_app, "certs"), (token_app, "token"),
                     (keys_app, "keys"), (webhook_app, "webhook"), (update_app, "update"),
                     (service_app, "service"), (kb_app, "kb"), (im_app, "im"),
-                    (people_app, "people"), (skills_app, "skills")):
+                    (people_app, "people"), (skills_app, "skills"),
+                    (audit_app, "audit")):
     app.add_typer(group, name=name)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 import tomllib
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from appliance.skills.manifest import PluginManifest, SkillSpec, load_manifest
 from appliance.store.messages import MessageRecord, MessageStore
 from appliance.store.outbox import Outbox
 from appliance.store.people import identity_of
+from appliance.store.tool_calls import ANSWERED, DECLINED, ERROR, ToolCall, ToolCalls
 
 log = logging.getLogger(__name__)
 BUILTIN = Path(__file__).parent / "builtin"
@@ -76,6 +78,8 @@ class SkillRouter:
         self.manifests = [load_manifest(BUILTIN), *manifests]
         self.skills: dict[str, SkillSpec] = {s.name: s for m in self.manifests
                                              for s in m.skills}
+        self.plugin_of = {s.name: m.plugin.name for m in self.manifests for s in m.skills}
+        self.audit = ToolCalls(store.db, store.cipher)
         self.branch = BranchFile(branch_path(settings))
         self.rates_path = rates_path(settings)
         self._model: IntentModel | None = None
@@ -119,7 +123,26 @@ class SkillRouter:
             return Guess(None, CHAT, 0.0)
 
     async def answer(self, skill: str, record: MessageRecord) -> SkillAnswer | None:
-        """The skill's answer, or None when it hands the message back to plain chat."""
+        """The skill's answer, or None when it hands the message back to plain chat (as it
+        does when the skill fails: the person still gets an answer). Audited either way."""
+        arguments: dict[str, Any] = {"request": record.text}
+        started = time.monotonic()
+        status, detail, answered = ERROR, "", None
+        try:
+            answered = await self._answer(skill, record, arguments)
+            status = ANSWERED if answered is not None else DECLINED
+            detail = "" if answered is not None else "nothing to say; plain chat answers"
+        except Exception as exc:
+            log.exception("skill %s failed on %s/%s", skill, record.conversation, record.id)
+            detail = f"{type(exc).__name__}: {exc}"
+        self.audit.record(ToolCall(
+            time.time(), identity_of(record.channel, record.sender), record.conversation,
+            record.id, skill, self.plugin_of.get(skill, "builtin"), arguments, status, detail,
+            round(1000 * (time.monotonic() - started), 2)))
+        return answered
+
+    async def _answer(self, skill: str, record: MessageRecord, arguments: dict[str, Any]
+                      ) -> SkillAnswer | None:
         text = record.text
         if skill == "hours":
             reply = hours.hours_reply(self.branch.current(), text, dt.datetime.now())
@@ -127,9 +150,10 @@ class SkillRouter:
         if skill == "faq":
             return await self._faq_answer(text)
         if skill == "calc":
-            return self._calc(text, await self._fill_if(skill, text,
-                                                        calc.arithmetic(text) is None
-                                                        and calc.conversion(text) is None))
+            filled = await self._fill_if(skill, text, calc.arithmetic(text) is None
+                                         and calc.conversion(text) is None)
+            arguments.update(filled)
+            return self._calc(text, filled)
         if skill == "handoff":
             return SkillAnswer(self._handoff(record), skill)
         return None

@@ -21,7 +21,7 @@ from appliance.config import Settings
 from appliance.files import own_like_folder
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -159,6 +159,21 @@ CREATE TABLE IF NOT EXISTS kb_bindings (
     subject      TEXT PRIMARY KEY,           -- conversation:<id> or integration:<name>
     collections  TEXT NOT NULL               -- JSON list
 );
+CREATE TABLE IF NOT EXISTS tool_calls (
+    id           INTEGER PRIMARY KEY,
+    at           REAL NOT NULL,
+    who          TEXT NOT NULL,              -- sealed; the identity that asked
+    conversation TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    skill        TEXT NOT NULL,
+    plugin       TEXT NOT NULL,              -- builtin, or the plugin offering the skill
+    arguments    TEXT NOT NULL,              -- sealed JSON: the request and filled parameters
+    status       TEXT NOT NULL,              -- answered, declined (to chat), error
+    detail       TEXT NOT NULL DEFAULT '',   -- why declined or failed
+    duration_ms  REAL NOT NULL,
+    kid          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS tool_calls_by_at ON tool_calls(at);
 """
 # Created after the version 1 columns are added: they index the new columns.
 INDEXES = """
@@ -175,6 +190,7 @@ CREATE INDEX IF NOT EXISTS kb_vectors_by_kid ON kb_vectors(kid);
 CREATE INDEX IF NOT EXISTS outbox_by_kid ON outbox(kid);
 CREATE INDEX IF NOT EXISTS im_integrations_by_kid ON im_integrations(kid);
 CREATE INDEX IF NOT EXISTS people_identities_by_kid ON people_identities(kid);
+CREATE INDEX IF NOT EXISTS tool_calls_by_kid ON tool_calls(kid);
 """
 # Version 1 -> 2: (table, column, declaration, value for the existing rows or None).
 ADDED_COLUMNS = (

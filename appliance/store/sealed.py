@@ -79,5 +79,7 @@ OUTBOX = SealedTable("outbox", ("conversation", "message_id", "destination", "pa
 IM_INTEGRATIONS = SealedTable("im_integrations", ("name", "platform"), ("config",))
 PEOPLE = SealedTable("people_identities", ("identity_key",), ("identity", "address"),
                      index=("identity_key", "identity"))
+TOOL_CALLS = SealedTable("tool_calls", ("conversation", "message_id", "skill", "at"),
+                         ("who", "arguments"))
 TABLES = (MESSAGES, TRANSITIONS, RETAINED, QUEUE, SUMMARIES, KB_DOCUMENTS, KB_CHUNKS, KB_VECTORS,
-          OUTBOX, IM_INTEGRATIONS, PEOPLE)
+          OUTBOX, IM_INTEGRATIONS, PEOPLE, TOOL_CALLS)

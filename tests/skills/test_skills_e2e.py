@@ -5,10 +5,14 @@ or to plain chat; a handoff reaches a staff endpoint, signed, through the outbox
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -188,3 +192,23 @@ def test_a_handoff_waits_in_the_outbox_while_the_staff_endpoint_is_down(
         staff.down = False
     until(lambda: any(b["conversation"] == conversation for _, b in staff.received),
           "handoff after the endpoint came back", timeout=30)
+
+
+def test_every_skill_call_is_audited_with_its_arguments_sealed(box: Appliance,
+                                                               http: httpx.Client) -> None:
+    conversation = f"audit-{uuid.uuid4().hex[:8]}"
+    ask(http, "What is 731 times 19?", conversation)
+    ask(http, "Do you sell lottery tickets?", conversation)  # no FAQ entry: chat answers
+    env = {**os.environ, "APPLIANCE_PATHS__DATA_DIR": str(box.data_dir),
+           "APPLIANCE_CONFIG": str(box.data_dir / "none.toml")}
+    listed = subprocess.run([sys.executable, "-m", "appliance", "audit", "tools", "--since",
+                             "1h", "--json"], env=env, capture_output=True, text=True,
+                            check=True)
+    calls = [c for c in json.loads(listed.stdout) if c["conversation"] == conversation]
+    calc = next(c for c in calls if c["skill"] == "calc")
+    assert (calc["status"], calc["plugin"]) == ("answered", "builtin")
+    assert calc["arguments"] == {"request": "What is 731 times 19?"}
+    assert calc["who"].startswith("user:") and calc["duration_ms"] >= 0
+    assert all(c["status"] in ("answered", "declined") for c in calls)
+    stored = b"".join(p.read_bytes() for p in Path(box.data_dir).glob("appliance.db*"))
+    assert b"731 times 19" not in stored
