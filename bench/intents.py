@@ -21,7 +21,7 @@ from appliance.config import Settings
 from appliance.engine.embedder import load_embedder
 from appliance.skills.intents import CHAT, Embed, IntentModel
 from appliance.skills.manifest import load_manifest
-from appliance.skills.router import BUILTIN, chat_examples
+from appliance.skills.router import BUILTIN, chat_examples, cues
 
 HELD_OUT = Path(__file__).parent / "intents_held_out.toml"
 TARGET_ACCURACY = 0.9
@@ -53,7 +53,7 @@ async def _measure(held: dict[str, dict[str, list[str]]], embed: Embed, threshol
     for arm in ARMS:
         use = embed if arm == ARMS[0] else None
         started = time.perf_counter()
-        model = await IntentModel.train(training(), use, weight)
+        model = await IntentModel.train(training(), use, weight, cues)
         train_s = time.perf_counter() - started
         by: dict[str, dict[str, dict[str, int]]] = {}
         misses, seconds = [], []

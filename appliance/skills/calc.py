@@ -125,9 +125,14 @@ def _code(alias: str) -> str:
     return next(code for a, code in _ALIASES if a == lowered)
 
 
+# Digits joined by hyphens that are a number, not a subtraction: a phone or account number
+# (555-0101, 4471-2209, 138-0013-8000), a date (2026-12-01).
+IDENTIFIER = re.compile(r"\b\d+(?:-\d+){2,}\b|\b\d+-0\d*\b|\b\d{4,}-\d{4,}\b")
+
+
 def arithmetic(text: str) -> str | None:
     """The arithmetic in ``text`` as a Python expression, or None when there is none."""
-    normalized = text
+    normalized = IDENTIFIER.sub(lambda m: m.group(0).replace("-", "#"), text)
     for pattern, replacement in WORDS:
         normalized = re.sub(pattern, replacement, normalized, flags=re.I)
     spans = [m.group(0).strip() for m in ARITHMETIC.finditer(normalized)]

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 CHAT = "chat"
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
+Cues = Callable[[str], Sequence[float]]  # what the skills' own parsers see in a message
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,12 @@ class IntentModel:
     """Trained on examples per label (skill names and :data:`CHAT`)."""
 
     def __init__(self, characters: TfidfVectorizer, classifier: LogisticRegression,
-                 embedded: bool, meaning_weight: float) -> None:
+                 embedded: bool, meaning_weight: float, cues: Cues | None = None) -> None:
         self._characters = characters
         self._classifier = classifier
         self.embedded = embedded
         self._weight = meaning_weight
+        self._cues = cues
 
     @property
     def labels(self) -> list[str]:
@@ -49,8 +51,10 @@ class IntentModel:
 
     @classmethod
     async def train(cls, examples: Mapping[str, Sequence[str]], embed: Embed | None,
-                    meaning_weight: float = 1.0) -> IntentModel:
-        """``embed`` None (no embedding model served): characters alone."""
+                    meaning_weight: float = 1.0, cues: Cues | None = None) -> IntentModel:
+        """``embed`` None (no embedding model served): characters alone. ``cues``: features
+        a skill's own parser reads (a calculation it can work out), which words alone blur
+        when chat talks about numbers too."""
         texts = [text for label in examples for text in examples[label]]
         labels = [label for label in examples for _ in examples[label]]
         if len(set(labels)) < 2:
@@ -60,13 +64,16 @@ class IntentModel:
         characters.fit(texts)
         model = cls(characters, LogisticRegression(C=10.0, max_iter=2000,
                                                    class_weight="balanced"),
-                    embed is not None, meaning_weight)
+                    embed is not None, meaning_weight, cues)
         features = await model._features(texts, embed)
         model._classifier.fit(features, labels)
         return model
 
     async def _features(self, texts: list[str], embed: Embed | None) -> np.ndarray:
         chars = self._characters.transform(texts).toarray()
+        if self._cues is not None:
+            cues = self._cues
+            chars = np.hstack([chars, np.asarray([list(cues(t)) for t in texts], dtype=float)])
         if not self.embedded:
             return chars
         if embed is None:

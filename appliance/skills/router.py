@@ -52,6 +52,11 @@ def rates_path(settings: Settings) -> Path:
     return settings.skills.rates_file or settings.paths.data_dir / "rates.toml"
 
 
+def cues(text: str) -> tuple[float, float]:
+    """What calc's parser reads in a message: a calculation, a currency conversion."""
+    return (float(calc.arithmetic(text) is not None), float(calc.conversion(text) is not None))
+
+
 def chat_examples() -> list[str]:
     data = tomllib.loads((BUILTIN / "chat-examples.toml").read_text(encoding="utf-8"))
     return [*data["en"], *data["zh"]]
@@ -104,10 +109,10 @@ class SkillRouter:
                 examples[CHAT] = chat_examples()
                 try:
                     self._model = await IntentModel.train(examples, embed,
-                                                          self.config.meaning_weight)
+                                                          self.config.meaning_weight, cues)
                 except EngineFailure as exc:
                     log.warning("intent model without embeddings for now: %s", exc)
-                    self._model = await IntentModel.train(examples, None)
+                    self._model = await IntentModel.train(examples, None, cues=cues)
                     key = (facts.faq, False)
                 self._trained_on = key
                 self._faq = FaqIndex(facts.faq)

@@ -88,3 +88,13 @@ def test_a_rates_file_with_a_mistake_says_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(RatesError, match="rates must be positive"):
         load_rates(path)
     assert load_rates(tmp_path / "none.toml") is None
+
+
+@pytest.mark.parametrize("text", ["My account number is 4471-2209.", "call me at 555-0101",
+                                  "my phone is 138-0013-8000", "I was there on 2026-12-01"])
+def test_phone_account_and_date_numbers_are_not_subtractions(text: str) -> None:
+    assert arithmetic(text) is None
+
+
+def test_a_plain_subtraction_with_a_hyphen_still_is_one() -> None:
+    assert calc_reply("what is 100-37?", None) == "100-37 = 63"
