@@ -54,7 +54,8 @@ def test_a_chat_message_is_answered_by_the_llm_and_traced(appliance: Appliance) 
     assert "Paris" in body["reply"]
     trace = httpx.get(f"{appliance.base_url}/v1/conversations/{conv}/messages/q1").json()
     assert [t["state"] for t in trace["transitions"]] == [
-        "received", "processing", "answered", "delivered"]
+        "received", "processing", "intent", "answered", "delivered"]
+    assert trace["transitions"][2]["note"].startswith("chat (")  # the router's confidence
 
 
 def test_a_resent_id_gets_the_stored_reply_and_no_second_generation(
