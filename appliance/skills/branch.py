@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from appliance.skills.toml_files import parse_toml
 
 log = logging.getLogger(__name__)
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -68,14 +69,7 @@ class BranchFacts(BaseModel):
 
 
 def parse_branch(text: str, where: str) -> BranchFacts:
-    try:
-        return BranchFacts.model_validate(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:
-        raise BranchFileError(f"{where}: not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise BranchFileError(f"{where}: {problems}") from None
+    return parse_toml(BranchFacts, text, where, BranchFileError)
 
 
 @dataclass

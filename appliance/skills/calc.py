@@ -14,15 +14,15 @@ The arithmetic is evaluated by simpleeval (no names, no calls, bounded powers), 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from simpleeval import InvalidExpression, SimpleEval
 
 from appliance.skills.language import chinese
+from appliance.skills.toml_files import parse_toml
 
 CURRENCIES = {
     "USD": ("usd", "us dollars", "us dollar", "dollars", "dollar", "美元", "美金", "$"),
@@ -85,15 +85,12 @@ class Rates(BaseModel):
 def load_rates(path: Path) -> Rates | None:
     """None when the admin has uploaded none."""
     try:
-        return Rates.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise RatesError(f"{path}: cannot read the rates: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in exc.errors())
-        raise RatesError(f"{path}: {problems}") from None
+    return parse_toml(Rates, text, str(path), RatesError)
 
 
 @dataclass(frozen=True)

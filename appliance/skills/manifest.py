@@ -8,13 +8,14 @@ use.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from appliance.skills.toml_files import parse_toml
 
 MANIFEST_NAME = "appliance-plugin.toml"
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
@@ -94,14 +95,7 @@ class PluginManifest(_Strict):
 
 
 def parse_manifest(text: str, where: str) -> PluginManifest:
-    try:
-        return PluginManifest.model_validate(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{where}: not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ManifestError(f"{where}: {problems}") from None
+    return parse_toml(PluginManifest, text, where, ManifestError)
 
 
 def load_manifest(folder: Path) -> PluginManifest:
