@@ -26,7 +26,7 @@ from appliance.router.admission import Refused
 from appliance.router.outbox import Delivery
 from appliance.router.pipeline import Pipeline
 from appliance.security.integrations import Integration, Integrations
-from appliance.security.signing import box_headers, verify_hmac
+from appliance.security.signing import post_signed, verify_hmac
 from appliance.security.tokens import AuthError, SigningKeys
 from appliance.store.messages import MessageRecord
 from appliance.store.outbox import OutboxItem
@@ -118,9 +118,7 @@ class CallbackSender:
             return Delivery(False, "the integration or its callback URL was removed",
                             permanent=True)
         body = json.dumps(item.body).encode()
-        response = await self.client.post(
-            integration.callback_url, content=body,
-            headers={"Content-Type": "application/json", **box_headers(self.keys, body)})
+        response = await post_signed(self.client, integration.callback_url, self.keys, body)
         if response.is_success:
             return Delivery(True, f"HTTP {response.status_code}")
         return Delivery(False, f"HTTP {response.status_code}",

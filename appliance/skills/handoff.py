@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from appliance.router.outbox import Delivery
-from appliance.security.signing import SigningKeys, box_headers
+from appliance.security.signing import SigningKeys, post_signed
 from appliance.skills.language import chinese
 from appliance.store.messages import MessageRecord, Turn
 from appliance.store.outbox import Outbox, OutboxItem
@@ -72,9 +72,7 @@ class HandoffSender:
         if not self.url:
             return Delivery(False, "skills.handoff_url is not set", permanent=True)
         body = json.dumps(item.body, ensure_ascii=False).encode()
-        response = await self.client.post(
-            self.url, content=body,
-            headers={"Content-Type": "application/json", **box_headers(self.keys, body)})
+        response = await post_signed(self.client, self.url, self.keys, body)
         if response.is_success:
             return Delivery(True, f"HTTP {response.status_code}")
         return Delivery(False, f"HTTP {response.status_code}",
