@@ -54,11 +54,12 @@ debian-test-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	[ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-		else echo "install$$missing (apt-get) for the MQTT interop, dashboard, fleet, unit-file and Chinese PDF tests"; fi; fi
+		else echo "install$$missing (apt-get) for the MQTT interop, dashboard, fleet, unit-file, plugin sandbox and Chinese PDF tests"; fi; fi
 
 test: model debian-test-deps
 	$(BIN)/pytest

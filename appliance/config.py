@@ -235,6 +235,51 @@ class SkillsSettings(_Section):
         10, ge=0, le=100, description="Recent question/answer pairs sent with a handoff.")
 
 
+class PluginsSettings(_Section):
+    enabled: bool = Field(
+        True, description="Offer the skills of installed, approved and enabled plugins to "
+        "the intent router and run them confined; off: installed plugins stay idle.")
+    keyring_dir: Path = Field(
+        Path("/usr/share/appliance/plugin-keyring"), description="Folder of public keys "
+        "(.pub, PEM, Ed25519) trusted to sign plugins; apart from the update keyring, so a "
+        "plugin author cannot sign an OS update.")
+    dir: Path | None = Field(
+        None, description="Installed plugins, their data folders and secrets; unset means "
+        "<data_dir>/plugins.")
+    sandbox: str = Field(
+        "bwrap", description="The bubblewrap binary that confines each plugin process "
+        "(its own namespaces, a read-only /usr, no network).")
+    python: Path = Field(Path("/usr/bin/python3"),
+                         description="The interpreter plugins run with (standard library "
+                         "only, plus the box's plugin SDK).")
+    run_as_user: str = Field(
+        "nobody", description="When the gateway runs as root, plugins run as this user, so "
+        "their process limit counts only their own processes.")
+    call_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest a plugin may take to answer one call; past "
+        "it the plugin is killed and the person gets an error reply.")
+    start_timeout_s: float = Field(5.0, gt=0, le=60,
+                                   description="Longest a plugin may take to say it is ready.")
+    memory_mb: int = Field(256, ge=32, le=8192,
+                           description="Address space of each plugin process (RLIMIT_AS).")
+    max_processes: int = Field(
+        16, ge=1, le=1024, description="Processes and threads a plugin may have at once "
+        "(RLIMIT_NPROC, counted for its user); a fork bomb stops there.")
+    cpu_s: int = Field(60, ge=1, le=3600,
+                       description="CPU seconds one plugin process may use before it is "
+                       "killed (RLIMIT_CPU); it is restarted on the next call.")
+    restart_backoff_s: float = Field(
+        1.0, gt=0, le=60, description="Wait before restarting a plugin that crashed, hung "
+        "or broke a rule; doubles with each failure in a row.")
+    restart_backoff_max_s: float = Field(60.0, gt=0, le=3600,
+                                         description="Longest wait between restarts.")
+    fetch_timeout_s: float = Field(10.0, gt=0, le=120,
+                                   description="Timeout of a plugin's fetch from a declared "
+                                   "host (made by the box on its behalf).")
+    fetch_max_bytes: int = Field(1_000_000, ge=1024, le=50_000_000,
+                                 description="Largest response body a plugin's fetch returns.")
+
+
 class ImSettings(_Section):
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com",
                                 description="WeCom server API (gettoken, message/send).")
@@ -474,6 +519,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     im: ImSettings = Field(default_factory=ImSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

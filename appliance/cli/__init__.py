@@ -15,6 +15,7 @@ from appliance.cli.kb import kb_app
 from appliance.cli.messages import messages_app
 from appliance.cli.models import models_app
 from appliance.cli.people import people_app
+from appliance.cli.plugins import plugins_app
 from appliance.cli.run import run_app
 from appliance.cli.security import certs_app, keys_app, token_app, webhook_app
 from appliance.cli.service import service_app
@@ -30,7 +31,7 @@ for group, name in ((models_app, "models"), (config_app, "config"), (bench_app, 
                     (keys_app, "keys"), (webhook_app, "webhook"), (update_app, "update"),
                     (service_app, "service"), (kb_app, "kb"), (im_app, "im"),
                     (people_app, "people"), (skills_app, "skills"),
-                    (audit_app, "audit")):
+                    (plugins_app, "plugins"), (audit_app, "audit")):
     app.add_typer(group, name=name)
 
 

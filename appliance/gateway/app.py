@@ -35,6 +35,7 @@ from appliance.gateway.middleware.metrics import MetricsMiddleware
 from appliance.gateway.models_api import router as models_router
 from appliance.gateway.mqtt.bridge import MqttBridge
 from appliance.gateway.ops_api import router as ops_router
+from appliance.gateway.plugins_api import router as plugins_router
 from appliance.gateway.security_api import router as security_router
 from appliance.gateway.state import GatewayState
 from appliance.gateway.webchat import router as webchat_router
@@ -43,6 +44,7 @@ from appliance.gateway.webhooks import router as webhooks_router
 from appliance.gateway.ws import router as ws_router
 from appliance.kb.extract import MB
 from appliance.kb.service import Knowledge
+from appliance.plugins.services import box_services, plugin_host
 from appliance.router.drain import Drain
 from appliance.router.hub import Hub
 from appliance.router.knowledge import KnowledgeRetriever
@@ -82,8 +84,12 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
                              open_cipher(settings))
         knowledge = Knowledge(settings, store.cipher, embed_with(client), embedding_model(client))
         outbox_store = Outbox(store.db, store.cipher)
+        plugins = plugin_host(settings, box_services(settings, client, knowledge),
+                              lambda plugin, event: metrics.plugin_events.labels(
+                                  plugin, event).inc())
         skills = SkillRouter(settings, store, client, embed_with(client),
-                             lambda: embedding_model(client)() is not None, outbox_store)
+                             lambda: embedding_model(client)() is not None, outbox_store,
+                             plugins=plugins)
         pipeline = Pipeline(settings, store, client, hub, drain,
                             KnowledgeRetriever(knowledge, settings.kb), skills)
         security_db = connect(settings.paths.database, settings.store.synchronous)
@@ -134,6 +140,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         await outbox.stop()
         await platforms.aclose()
         await pipeline.stop()
+        await plugins.close()
         await knowledge.close()
         await client.close()
         for task in background:
@@ -165,6 +172,7 @@ def create_app(settings: Settings, tls: ReloadingContext | None = None) -> FastA
         app.include_router(im_router)
     app.include_router(ops_router)  # scope admin (see ops_api.py)
     app.include_router(drain_router)  # scope admin (see drain_api.py)
+    app.include_router(plugins_router)  # scope admin (see plugins_api.py)
     app.include_router(dashboard_router)  # admin token also from ?access_token= (dashboard.py)
     app.include_router(webchat_router)  # the page is public; its calls carry the token
     if settings.ops.test_leak_endpoint:

@@ -46,5 +46,9 @@ class GatewayMetrics:
         self.mqtt_clients = Gauge("appliance_mqtt_clients", "MQTT clients connected now",
                                   registry=r)
         self.ops = OpsMetrics(r)
+        self.plugin_events = Counter("appliance_plugin_events_total",
+                                     "Plugin starts and failures (crashed, timeout, denied, "
+                                     "error, unavailable), by plugin", ["plugin", "event"],
+                                     registry=r)
         self.engine_restarts = Counter("appliance_engine_restarts_total",
                                        "Engine restarts seen by the gateway", registry=r)

@@ -71,12 +71,39 @@ class Capabilities(_Strict):
     secrets: tuple[str, ...] = Field((), description="Named secrets it may read.")
     model_tokens: int = Field(0, ge=0, le=8192, description="Model tokens one call may spend.")
     message: bool = Field(False, description="Send messages to the conversation.")
+    knowledge: bool = Field(False, description="Search the branch's knowledge base.")
+
+    def beyond(self, granted: Capabilities) -> list[str]:
+        """What this asks for that ``granted`` does not give, one phrase each (empty: no
+        more than was approved)."""
+        more = [f"network host {host}" for host in self.network if host not in granted.network]
+        more += [f"secret {name}" for name in self.secrets if name not in granted.secrets]
+        if self.model_tokens > granted.model_tokens:
+            more.append(f"model tokens {granted.model_tokens} -> {self.model_tokens}")
+        more += [what for what, asked, given in (
+            ("files in its data folder", self.files, granted.files),
+            ("messages to the conversation", self.message, granted.message),
+            ("the knowledge base", self.knowledge, granted.knowledge)) if asked and not given]
+        return more
+
+    def described(self) -> list[str]:
+        """Every capability asked for, one phrase each, as shown for approval."""
+        return self.beyond(Capabilities()) or ["nothing beyond answering its skills"]
 
 
 class About(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
     description: str = Field("", max_length=500)
+    entry: str = Field("plugin.py", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$",
+                       description="The plugin's program, relative to its folder.")
+
+    @field_validator("entry")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("must stay inside the plugin's folder")
+        return value
 
 
 class PluginManifest(_Strict):

@@ -29,7 +29,8 @@ from appliance.config import Settings
 from appliance.engine.client import EngineClient, EngineFailure
 from appliance.engine.grammar import schema_grammar
 from appliance.engine.protocol import ChatMessage, GenerateParams
-from appliance.skills import calc, handoff, hours
+from appliance.plugins.host import CallContext, PluginFailure, PluginHost
+from appliance.skills import calc, handoff, hours, language
 from appliance.skills.branch import BranchFile
 from appliance.skills.faq import FaqIndex
 from appliance.skills.intents import CHAT, Embed, Guess, IntentModel
@@ -62,6 +63,14 @@ def chat_examples() -> list[str]:
     return [*data["en"], *data["zh"]]
 
 
+def plugin_failure_reply(skill: str, failure: PluginFailure, request: str) -> str:
+    if language.chinese(request):
+        return (f"抱歉，“{skill}”技能暂时无法回答（{failure.event}）。请稍后再试，"
+                "或向工作人员咨询。")
+    return (f"Sorry, the {skill} skill could not answer ({failure.event}: {failure.reason}). "
+            "Please try again later, or ask a member of staff.")
+
+
 @dataclass(frozen=True)
 class SkillAnswer:
     text: str
@@ -72,7 +81,8 @@ class SkillRouter:
     def __init__(self, settings: Settings, store: MessageStore, engine: EngineClient,
                  embed: Embed, embeddings_served: Callable[[], bool],
                  outbox: Outbox | None = None,
-                 manifests: Sequence[PluginManifest] = ()) -> None:
+                 manifests: Sequence[PluginManifest] = (),
+                 plugins: PluginHost | None = None) -> None:
         self.settings = settings
         self.config = settings.skills
         self.store = store
@@ -80,10 +90,13 @@ class SkillRouter:
         self._embed = embed
         self._embeddings_served = embeddings_served
         self.outbox = outbox
-        self.manifests = [load_manifest(BUILTIN), *manifests]
-        self.skills: dict[str, SkillSpec] = {s.name: s for m in self.manifests
-                                             for s in m.skills}
-        self.plugin_of = {s.name: m.plugin.name for m in self.manifests for s in m.skills}
+        self.plugins = plugins
+        self._fixed = [load_manifest(BUILTIN), *manifests]
+        self.manifests: list[PluginManifest] = []
+        self._skills: dict[str, SkillSpec] = {}
+        self.plugin_of: dict[str, str] = {}
+        self._generation = 0
+        self._adopt(self._fixed)
         self.audit = ToolCalls(store.db, store.cipher)
         self.branch = BranchFile(branch_path(settings))
         self.rates_path = rates_path(settings)
@@ -91,6 +104,20 @@ class SkillRouter:
         self._trained_on: tuple[object, ...] | None = None
         self._faq: FaqIndex | None = None
         self._lock = asyncio.Lock()
+
+    def _adopt(self, manifests: Sequence[PluginManifest]) -> None:
+        self.manifests = list(manifests)
+        self._skills = {s.name: s for m in self.manifests for s in m.skills}
+        self.plugin_of = {s.name: m.plugin.name for m in self.manifests for s in m.skills}
+        self._generation += 1
+
+    @property
+    def skills(self) -> dict[str, SkillSpec]:
+        """Every skill on offer now: the box's own and those of the active plugins (the
+        registry is looked at once per use, one stat; a change retrains the router)."""
+        if self.plugins is not None and self.plugins.refresh():
+            self._adopt([*self._fixed, *self.plugins.manifests()])
+        return self._skills
 
     def _embedder(self) -> Embed | None:
         return self._embed if self._embeddings_served() and self.config.meaning_weight > 0 \
@@ -100,11 +127,12 @@ class SkillRouter:
         """The intent model for the current skills, FAQ and embedding model."""
         facts = self.branch.current()
         embed = self._embedder()
-        key = (facts.faq, embed is not None)
+        skills = self.skills
+        key = (facts.faq, embed is not None, self._generation)
         async with self._lock:
             if self._model is None or key != self._trained_on:
                 examples: dict[str, list[str]] = {
-                    name: list(spec.examples.all) for name, spec in self.skills.items()}
+                    name: list(spec.examples.all) for name, spec in skills.items()}
                 examples["faq"] = examples.get("faq", []) + [e.question for e in facts.faq]
                 examples[CHAT] = chat_examples()
                 try:
@@ -113,7 +141,7 @@ class SkillRouter:
                 except EngineFailure as exc:
                     log.warning("intent model without embeddings for now: %s", exc)
                     self._model = await IntentModel.train(examples, None, cues=cues)
-                    key = (facts.faq, False)
+                    key = (facts.faq, False, self._generation)
                 self._trained_on = key
                 self._faq = FaqIndex(facts.faq)
             return self._model
@@ -137,6 +165,9 @@ class SkillRouter:
             answered = await self._answer(skill, record, arguments)
             status = ANSWERED if answered is not None else DECLINED
             detail = "" if answered is not None else "nothing to say; plain chat answers"
+        except PluginFailure as exc:  # the person hears that the skill failed, not chat
+            detail = f"{exc.event}: {exc.reason}"
+            answered = SkillAnswer(plugin_failure_reply(skill, exc, record.text), skill)
         except Exception as exc:
             log.exception("skill %s failed on %s/%s", skill, record.conversation, record.id)
             detail = f"{type(exc).__name__}: {exc}"
@@ -161,7 +192,19 @@ class SkillRouter:
             return self._calc(text, filled)
         if skill == "handoff":
             return SkillAnswer(self._handoff(record), skill)
+        if self.plugins is not None and self.plugins.plugin_of(skill) is not None:
+            return await self._plugin_answer(skill, record, arguments)
         return None
+
+    async def _plugin_answer(self, skill: str, record: MessageRecord,
+                             arguments: dict[str, Any]) -> SkillAnswer:
+        assert self.plugins is not None
+        filled = await self._fill_if(skill, record.text, True)
+        arguments.update(filled)
+        reply = await self.plugins.call(skill, filled, CallContext(
+            record.text, record.conversation, identity_of(record.channel, record.sender),
+            "zh" if language.chinese(record.text) else "en"))
+        return SkillAnswer("\n\n".join(t for t in (*reply.sent, reply.text) if t), skill)
 
     async def _faq_answer(self, text: str) -> SkillAnswer | None:
         await self.model()

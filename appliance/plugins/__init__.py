@@ -1,0 +1,1 @@
+"""Plugins: signed folders of skills an operator installs, approves and runs confined."""

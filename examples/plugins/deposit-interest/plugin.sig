@@ -1,0 +1,1 @@
+{"algorithm":"ed25519","key_id":"989e10cd92ef39d7","signature":"LcIC3emeQzubNC/RzWdPvgDa/r3UBGo5wbWboyffiPeK2J2uvxhKOxPuXUE6PnvzPqpR72Pp5T/1w2/oPFKwBw=="}
