@@ -128,6 +128,7 @@ def examine(loaded: LoadedSettings) -> Report:
     if warning:
         add(Finding("warning", warning))
     _skills(report, settings)
+    _plugins(report, settings)
     for finding in audit(settings):
         add(Finding(finding.level, finding.message))
     if not loaded.file_exists:
@@ -160,6 +161,37 @@ def _embedding(report: Report, settings: Any, devices: list[str]) -> None:
         report.findings.append(Finding(
             "warning", f"the embedding model {model_id} is not converted: run `appliance models "
                        "prepare` (the knowledge base stays off until it is)"))
+
+
+def _plugins(report: Report, settings: Any) -> None:
+    """Installed plugins run only where the sandbox starts and a keyring vouches for them;
+    a plugin waiting for approval is the operator's to decide."""
+    from appliance.plugins.package import PluginRefused
+    from appliance.plugins.registry import PluginRegistry, plugin_keyring, plugins_root
+    from appliance.plugins.sandbox import sandbox_problem
+
+    if not settings.plugins.enabled:
+        return
+    add = report.findings.append
+    try:
+        records = PluginRegistry(plugins_root(settings)).list()
+    except PluginRefused as exc:
+        add(Finding("error", f"plugins: {exc}"))
+        return
+    problem = sandbox_problem(settings.plugins.sandbox, settings.plugins.python)
+    if problem is not None:
+        add(Finding("error" if any(r.installed for r in records) else "info",
+                    f"plugins: {problem}"))
+    if records:
+        try:
+            plugin_keyring(settings)
+        except PluginRefused as exc:
+            add(Finding("error", f"plugins: {exc}; none of them runs"))
+    for record in records:
+        if record.pending is not None:
+            add(Finding("warning", f"plugin {record.name} {record.pending.version} waits for "
+                                   f"approval; it asks for: {', '.join(record.pending.asks)} "
+                                   f"(appliance plugins approve {record.name})"))
 
 
 def _skills(report: Report, settings: Any) -> None:

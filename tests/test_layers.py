@@ -24,6 +24,7 @@ NOT_ABOVE = {
     "appliance.kb": ("appliance.router", "appliance.gateway", "appliance.engine", "appliance.cli"),
     "appliance.engine": ("appliance.gateway", "appliance.router", "appliance.cli"),
     "appliance.skills": ("appliance.gateway", "appliance.cli"),
+    "appliance.plugins": ("appliance.gateway", "appliance.router", "appliance.cli"),
     "ops": ("appliance.update", "appliance.gateway", "appliance.router", "appliance.cli"),
     "selfheal": ("appliance", "ops"),
 }

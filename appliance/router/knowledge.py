@@ -34,6 +34,15 @@ def relevant(hit: Hit, message: str, config: KnowledgeSettings) -> bool:
         hit.similarity >= threshold - config.keyword_slack
 
 
+def nothing_in_documents_reply(message: str) -> str:
+    """What the kb skill says when the branch's documents hold nothing on the question: the
+    assistant is not let to fill in from what the model believes."""
+    if CJK_CHAR.search(message):
+        return "网点的资料里没有找到与此相关的内容。您可以换个说法，或向工作人员咨询。"
+    return ("The branch's documents have nothing on that. Try other words, or ask a member "
+            "of staff.")
+
+
 class KnowledgeRetriever:
     """A :class:`appliance.router.pipeline.Retriever` over :class:`Knowledge`."""
 

@@ -32,6 +32,7 @@ from appliance.router.admission import ConversationForbidden, check_text
 from appliance.router.drain import Drain
 from appliance.router.hub import Hub
 from appliance.router.intents import classify
+from appliance.router.knowledge import nothing_in_documents_reply
 from appliance.router.memory import Summarizer
 from appliance.router.prompt import Passage, build_prompt
 from appliance.router.skills import SkillContext, run_command
@@ -223,7 +224,10 @@ class Pipeline:
                     follow=lambda on: self._follow(record, on)))
             else:
                 answered = await self._routed(record)
-                if answered is not None:
+                if answered is not None and answered.grounded:
+                    reply, sources = await self._answer(record, grounded=True)
+                    label = answered.skill
+                elif answered is not None:
                     reply, label = answered.text, answered.skill
                 else:
                     reply, sources = await self._answer(record)
@@ -303,21 +307,25 @@ class Pipeline:
             log.exception("could not record the failure of %s/%s", record.conversation,
                           record.id)
 
-    async def _answer(self, record: MessageRecord) -> tuple[str, list[Source]]:
+    async def _answer(self, record: MessageRecord, grounded: bool = False
+                      ) -> tuple[str, list[Source]]:
         """The reply from the knowledge, the summary and as many recent turns as fit; the
         knowledge, then the summary, give way when even the new message alone would not fit
-        beside them (an NPU's prompt is short)."""
+        beside them (an NPU's prompt is short). ``grounded`` (the kb skill): the knowledge
+        never gives way, and without passages the reply says the documents hold nothing."""
         conversation = record.conversation
         turns = self.store.history(conversation, record.seq, self.settings.chat.history_turns)
         summary = self.summaries.get(conversation)
         integration = record.reply_to if record.channel == "webhook" else None
         passages = list(await self.knowledge.passages(record.text, conversation, integration)) \
             if self.knowledge is not None else []
+        if grounded and not passages:
+            return nothing_in_documents_reply(record.text), []
         variants = [(passages, summary.text if summary else "")]
-        if passages:
+        if passages and not grounded:
             variants.append(([], variants[0][1]))
         if summary is not None:
-            variants.append(([], ""))
+            variants.append((passages if grounded else [], ""))
         for number, (shown, summary_text) in enumerate(variants, 1):
             prompt = build_prompt(record.text, turns, self.settings.chat.system_prompt,
                                   summary_text, shown)

@@ -75,6 +75,9 @@ def plugin_failure_reply(skill: str, failure: PluginFailure, request: str) -> st
 class SkillAnswer:
     text: str
     skill: str
+    # kb: the pipeline answers from the knowledge base alone, with its sources, or says it
+    # holds nothing on the question (the assistant does not fill in from its own knowledge).
+    grounded: bool = False
 
 
 class SkillRouter:
@@ -192,6 +195,8 @@ class SkillRouter:
             return self._calc(text, filled)
         if skill == "handoff":
             return SkillAnswer(self._handoff(record), skill)
+        if skill == "kb":
+            return SkillAnswer("", skill, grounded=True)
         if self.plugins is not None and self.plugins.plugin_of(skill) is not None:
             return await self._plugin_answer(skill, record, arguments)
         return None

@@ -298,3 +298,26 @@ def test_chunk_text_is_not_readable_in_the_database(box: Appliance, fees: dict) 
     stored = b"".join(p.read_bytes() for p in Path(box.data_dir).glob("appliance.db*"))
     assert b"travel insurance" not in stored and b"SWIFT" not in stored
     assert b"travel insurance" in FEES.encode()
+
+
+def intent_of(http: httpx.Client, conversation: str, message_id: str) -> str:
+    detail = http.get(f"/v1/conversations/{conversation}/messages/{message_id}").json()
+    return str(detail["message"]["intent"])
+
+
+def test_a_request_to_look_in_the_documents_is_answered_from_them_with_sources(
+        http: httpx.Client, fees: dict) -> None:
+    reply = ask_bank(http, "kb-skill-found",
+                     "Check the branch documents: what does the Plus account cost a month?")
+    assert intent_of(http, "kb-skill-found", "m1") == "kb"
+    assert fees["id"] in [s["document"] for s in reply["sources"]]
+
+
+def test_the_kb_skill_says_the_documents_hold_nothing_instead_of_guessing(
+        http: httpx.Client, fees: dict) -> None:
+    reply = ask_bank(http, "kb-skill-nothing",
+                     "Look it up in the knowledge base: how often to feed the office goldfish")
+    assert intent_of(http, "kb-skill-nothing", "m1") == "kb"
+    assert reply["reply"] == ("The branch's documents have nothing on that. Try other words, "
+                              "or ask a member of staff.")
+    assert reply["sources"] == []

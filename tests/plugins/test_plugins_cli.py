@@ -144,3 +144,11 @@ def test_keygen_refuses_to_replace_a_key(tmp_path: Path) -> None:
     code, output = invoke("plugins", "keygen", str(tmp_path / "k"))
     assert code == 2
     assert "keys are not replaced" in output
+
+
+def test_doctor_names_a_plugin_waiting_for_approval_and_what_it_asks(archive: Path) -> None:
+    invoke("plugins", "install", str(archive))
+    _, output = invoke("doctor", "--json")
+    findings = [f["message"] for f in json.loads(output)["findings"]]
+    assert any(m.startswith("plugin weather 1.0.0 waits for approval") and
+               "network host api.weather.example" in m for m in findings), findings

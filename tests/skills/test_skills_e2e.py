@@ -161,7 +161,7 @@ def test_an_edit_of_the_branch_file_is_used_without_a_restart(box: Appliance,
 def test_a_skill_is_asked_by_name_with_slash_skill(http: httpx.Client) -> None:
     assert ask(http, "/skill calc 2+2")["reply"] == "2+2 = 4"
     assert ask(http, "/skill")["reply"] == \
-        "Skills: calc, faq, handoff, hours. Ask one with /skill NAME REQUEST."
+        "Skills: calc, faq, handoff, hours, kb. Ask one with /skill NAME REQUEST."
     assert ask(http, "/skill weather Beijing")["reply"].startswith("Unknown skill 'weather'")
 
 
