@@ -392,7 +392,8 @@ class OpsSettings(_Section):
     bench_regression_pct: float = Field(
         25.0, gt=0, description="A benchmark this much worse than the box's median is an event.")
     leak_rss_mb: float = Field(
-        2048.0, gt=0, description="A service whose RSS trend crosses this is restarted gently.")
+        2048.0, gt=0, description="A service whose RSS trend crosses this is restarted gently "
+        "(the engine's limit adds engine.kv_cache_gb, the cache it fills by design).")
     log_max_mb: float = Field(
         20.0, gt=0, description="The appliance's own log files (<data_dir>/log/*.log) are "
         "rotated past this size.")

@@ -27,7 +27,7 @@ from appliance.version import running_version
 from ops import benchmark, pressure
 from ops.collector import BoxCollector, GatewayScraper, ServiceCollector, sample_all
 from ops.history import Event, History, connect
-from ops.leaks import find_leak
+from ops.leaks import find_leak, leak_limit_mb
 from ops.logrotate import rotate_all
 from selfheal.notify import notifier, ready
 
@@ -143,7 +143,8 @@ class OpsDaemon:
             points = self.history.series([f"{service}.rss_mb"], since)[f"{service}.rss_mb"]
             if not points and f"{service}.rss_mb" in values:
                 points = [(now, values[f"{service}.rss_mb"])]  # the absolute limit still holds
-            leak = find_leak(service, points, self.settings.ops.leak_rss_mb)
+            leak = find_leak(service, points, leak_limit_mb(
+                service, self.settings.ops.leak_rss_mb, self.settings.engine.kv_cache_gb))
             if leak is None:
                 continue
             self.history.add_event(Event(

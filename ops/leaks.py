@@ -15,6 +15,12 @@ MIN_SLOPE_MB_PER_H = 20.0
 MIN_SPAN_S = 600.0  # a trend needs ten minutes: a model loading is not a leak
 
 
+def leak_limit_mb(service: str, leak_rss_mb: float, kv_cache_gb: float) -> float:
+    """The engine fills its KV cache as conversations grow (up to ``engine.kv_cache_gb``):
+    memory it was given, not leaked, so its limit is the general one plus the cache."""
+    return leak_rss_mb + (kv_cache_gb * 1024 if service == "engine" else 0.0)
+
+
 @dataclass(frozen=True)
 class Leak:
     service: str

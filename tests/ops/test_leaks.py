@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ops.leaks import find_leak
+from ops.leaks import find_leak, leak_limit_mb
 
 
 def rising(mb_per_h: float, minutes: float, start_mb: float = 300) -> list[tuple[float, float]]:
@@ -25,3 +25,12 @@ def test_a_fast_rise_over_a_few_samples_is_not_yet_a_trend() -> None:
 
 def test_flat_memory_is_no_leak() -> None:
     assert find_leak("engine", rising(0, minutes=30), limit_mb=800) is None
+
+
+def test_the_engines_limit_leaves_room_for_the_kv_cache_it_fills() -> None:
+    assert leak_limit_mb("engine", 2048, kv_cache_gb=1) == 3072
+    assert find_leak("engine", [(0, 2100.0)], leak_limit_mb("engine", 2048, 1)) is None
+
+
+def test_other_services_keep_the_general_limit() -> None:
+    assert leak_limit_mb("gateway", 2048, kv_cache_gb=4) == 2048
