@@ -40,6 +40,10 @@ crash_loop_cooldown_s = 30
     "ops": """bench_on_upgrade = false
 bench_every_s = 0
 """,
+    # A plugin's interpreter starts in seconds, not milliseconds, under emulation.
+    "plugins": """start_timeout_s = 120
+call_timeout_s = 120
+""",
     # The host end of qemu's user network: nothing answers NTP there, and no query leaves it.
     "time": """ntp_servers = ["10.0.2.2"]
 fallback_ntp_servers = []

@@ -7,11 +7,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
+from appliance.plugins.package import pack
 from image.spec import OVERLAY_DIR, load_spec
 from tests.image.conftest import DISK_GROWTH_MIB, Box
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
@@ -71,3 +76,25 @@ def test_a_service_in_a_crash_loop_is_started_again_after_its_cool_down(box: Box
     assert time.monotonic() - failed_at >= 25  # after the cool-down, not at once
     escalation = box.ssh("journalctl -b -u 'appliance-escalate@*' -o cat", check=False).stdout
     assert "not on a trial boot" in escalation  # the hook ran and left the release alone
+
+
+def test_a_signed_plugin_answers_confined_under_the_gateway(box: Box, tmp_path: Path) -> None:
+    """The example plugin on the image: its signer put in the operator's keyring, installed
+    by the service's user, run by the gateway under bubblewrap (unprivileged: the gateway is
+    not root), and its answer reaches a chat client over HTTPS."""
+    box.ssh("install -d -m 0755 /etc/appliance/plugin-keyring")
+    box.scp(EXAMPLES / "keys" / "example-plugin-test.pub",
+            "/etc/appliance/plugin-keyring/example-plugin-test.pub")
+    package = pack(EXAMPLES / "deposit-interest", tmp_path)
+    box.scp(package, f"/tmp/{package.name}")
+    box.ssh(f"runuser -u appliance -- /opt/appliance/venv/bin/appliance plugins install "
+            f"/tmp/{package.name} --approve")
+    box.wait_ready()
+    reply = httpx.post(box.url("/v1/messages"), verify=str(box.ca_file), timeout=900,
+                       headers={"Authorization": f"Bearer {box.token('plugin-user', 'chat')}"},
+                       json={"conversation": "plugin-on-box", "id": "q1",
+                             "text": "/skill interest 10000 at 2.5% for 3 years"})
+    assert reply.status_code == 200, f"{reply.text}\n{box.services_journal()}"
+    assert reply.json()["reply"].startswith(
+        "10,000.00 at 2.5% a year for 3 years (simple interest): interest 750.00"), \
+        f"{reply.json()}\n{box.services_journal()}"
