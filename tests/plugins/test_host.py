@@ -5,6 +5,7 @@ event and answer the person, and the harm must not have happened."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import pwd
 import shutil
 import socket
@@ -497,3 +498,35 @@ def test_print_in_a_plugin_goes_to_the_log_not_the_protocol(root: Path) -> None:
         run()
         """)
     assert h.call("printer") == "answer"
+
+
+def test_a_fetch_from_a_declared_host_is_made_by_the_box(root: Path) -> None:
+    class Rates(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"USD": 7.1}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Rates)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        h = Harness(root)
+        h.add("rates", f"""
+            from appliance_plugin import run, skill
+
+            @skill("rates")
+            def rates(call, box):
+                answer = box.fetch("http://127.0.0.1:{port}/today")
+                return f"{{answer['status']}} {{answer['body']}}"
+            run()
+            """, f'network = ["127.0.0.1:{port}"]')
+        assert h.call("rates") == '200 {"USD": 7.1}'
+    finally:
+        server.shutdown()
