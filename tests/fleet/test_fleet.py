@@ -27,9 +27,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from appliance.plugins.package import pack, sign_plugin
+from appliance.update import signing
 from tests.fleet.harness import Fleet, FleetHost
 
 REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "plugins"
 ANSIBLE = REPO / "ansible"
 BIN = Path(sys.executable).parent
 BROKEN_GATEWAY = 'raise RuntimeError("release 0.1.2 is broken on purpose (fleet test)")'
@@ -120,6 +123,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, releases: Path) -> Iterator[
         "appliance_python": "/usr/bin/python3",
         "appliance_bundle_dir": str(releases),
         "appliance_update_keyring": str(releases / "keys"),
+        "appliance_plugin_keyring": str(EXAMPLES / "keys"),  # the example's test signer
         "appliance_credentials_dir": str(folder / "credentials"),
         "appliance_devices": [{"name": "kiosk-1"}],
         "appliance_settings": {"ops": {"bench_on_upgrade": False, "bench_every_s": 0},
@@ -310,3 +314,40 @@ def test_a_box_unreachable_before_the_rollout_is_skipped_and_the_others_go_on(
     assert rows["box2"]["reason"] == "unreachable before the upgrade"
     assert summary["stopped"] is False
     assert ready_version(fleet, box2) == running
+
+
+def plugins_on(fleet: Fleet, host: FleetHost) -> dict[str, str | None]:
+    listed = fleet.ssh(host, f"{host.root}/opt/appliance/current/venv/bin/appliance plugins "
+                             f"list --json --config {host.root}/etc/appliance/appliance.toml")
+    return {p["name"]: p["version"] for p in json.loads(listed.stdout)}
+
+
+def test_a_signed_plugin_reaches_every_box_approved(fleet: Fleet, tmp_path: Path) -> None:
+    package = pack(EXAMPLES / "deposit-interest", tmp_path)
+    done = playbook(fleet, "plugins.yml", "-e", f"plugin_package={package}",
+                    "-e", "plugin_approve=true")
+    assert done.returncode == 0, done.stdout[-6000:]
+    summary = json.loads((fleet.folder / "rollout-summary.json").read_text())
+    assert {row["host"]: row["outcome"] for row in summary["hosts"]} == {
+        host.name: "installed" for host in fleet.hosts}
+    assert all(plugins_on(fleet, host) == {"deposit-interest": "1.0.0"}
+               for host in fleet.hosts)
+
+
+def test_a_plugin_signed_by_a_key_the_fleet_does_not_trust_stops_at_the_canary(
+        fleet: Fleet, tmp_path: Path) -> None:
+    folder = tmp_path / "deposit-interest"
+    shutil.copytree(EXAMPLES / "deposit-interest", folder)
+    manifest = folder / "appliance-plugin.toml"
+    manifest.write_text(manifest.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
+    private, _ = signing.generate_keypair(tmp_path, "stranger")
+    sign_plugin(folder, signing.load_private_key(private))
+    done = playbook(fleet, "plugins.yml", "-e", f"plugin_package={pack(folder, tmp_path)}",
+                    "-e", "plugin_approve=true")
+    assert done.returncode != 0
+    summary = json.loads((fleet.folder / "rollout-summary.json").read_text())
+    assert summary["stopped"] is True
+    assert {row["host"]: row["outcome"] for row in summary["hosts"]} == {
+        "box1": "failed", "box2": "not_reached", "box3": "not_reached"}
+    assert all(plugins_on(fleet, host) == {"deposit-interest": "1.0.0"}
+               for host in fleet.hosts)
