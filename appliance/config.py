@@ -258,7 +258,7 @@ class PluginsSettings(_Section):
     call_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Longest a plugin may take to answer one call; past "
         "it the plugin is killed and the person gets an error reply.")
-    start_timeout_s: float = Field(5.0, gt=0, le=60,
+    start_timeout_s: float = Field(5.0, gt=0, le=300,
                                    description="Longest a plugin may take to say it is ready.")
     memory_mb: int = Field(256, ge=32, le=8192,
                            description="Address space of each plugin process (RLIMIT_AS).")

@@ -92,3 +92,16 @@ def test_cli_exits_2_on_a_bad_configuration(toml: Path) -> None:
     result = runner.invoke(app, ["config", "show", "--config", str(toml)])
     assert result.exit_code == 2
     assert "http.port" in result.output
+
+
+def test_the_images_settings_and_the_emulation_seed_are_valid(tmp_path: Path) -> None:
+    """What first boot copies to /etc/appliance, as the qemu tests seed it: a value out of its
+    range there stops every service of the booted box."""
+    from image.spec import OVERLAY_DIR
+    from tests.image.conftest import EMULATION_SETTINGS, seeded_settings
+
+    defaults = (OVERLAY_DIR / "usr/share/appliance/appliance.toml").read_text()
+    for text in (defaults, seeded_settings(defaults, EMULATION_SETTINGS)):
+        path = tmp_path / "appliance.toml"
+        path.write_text(text)
+        config.load(path)
