@@ -21,12 +21,15 @@ import httpx
 import pytest
 
 from appliance.plugins.package import sign_plugin
+from appliance.plugins.sandbox import sandbox_problem
 from appliance.update import signing
 from tests.conftest import Appliance
 
+# bubblewrap comes with make debian-test-deps; user namespaces with the kernel.
+SANDBOX_PROBLEM = sandbox_problem("bwrap", Path("/usr/bin/python3"))
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("bwrap") is None,
-                                 reason="bubblewrap is installed by make debian-test-deps")]
+              pytest.mark.skipif(SANDBOX_PROBLEM is not None,
+                                 reason=f"no plugin sandbox here: {SANDBOX_PROBLEM}")]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 EXAMPLE = EXAMPLES / "deposit-interest"
