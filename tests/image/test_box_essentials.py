@@ -78,6 +78,7 @@ def test_a_service_in_a_crash_loop_is_started_again_after_its_cool_down(box: Box
     assert "not on a trial boot" in escalation  # the hook ran and left the release alone
 
 
+@pytest.mark.timeout(1800)  # the first routed message trains the router under emulation
 def test_a_signed_plugin_answers_confined_under_the_gateway(box: Box, tmp_path: Path) -> None:
     """The example plugin on the image: its signer put in the operator's keyring, installed
     by the service's user, run by the gateway under bubblewrap (unprivileged: the gateway is
@@ -90,10 +91,16 @@ def test_a_signed_plugin_answers_confined_under_the_gateway(box: Box, tmp_path: 
     box.ssh(f"runuser -u appliance -- /opt/appliance/venv/bin/appliance plugins install "
             f"/tmp/{package.name} --approve")
     box.wait_ready()
-    reply = httpx.post(box.url("/v1/messages"), verify=str(box.ca_file), timeout=900,
-                       headers={"Authorization": f"Bearer {box.token('plugin-user', 'chat')}"},
-                       json={"conversation": "plugin-on-box", "id": "q1",
-                             "text": "/skill interest 10000 at 2.5% for 3 years"})
+    token = box.token("plugin-user", "chat")
+    deadline = time.monotonic() + 900  # the first call trains the router, all under emulation
+    while True:  # the same id again returns the stored reply once there is one
+        reply = httpx.post(box.url("/v1/messages"), verify=str(box.ca_file), timeout=300,
+                           headers={"Authorization": f"Bearer {token}"},
+                           json={"conversation": "plugin-on-box", "id": "q1",
+                                 "text": "/skill interest 10000 at 2.5% for 3 years"})
+        if reply.status_code != 202 or time.monotonic() > deadline:
+            break
+        time.sleep(5)
     assert reply.status_code == 200, f"{reply.text}\n{box.services_journal()}"
     assert reply.json()["reply"].startswith(
         "10,000.00 at 2.5% a year for 3 years (simple interest): interest 750.00"), \
