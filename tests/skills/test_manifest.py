@@ -29,7 +29,7 @@ zh = ["今天美元汇率多少？"]
 
 def test_the_builtin_skills_are_declared_in_both_languages() -> None:
     manifest = load_manifest(BUILTIN)
-    assert {s.name for s in manifest.skills} == {"hours", "faq", "calc", "handoff"}
+    assert {s.name for s in manifest.skills} == {"hours", "faq", "calc", "handoff", "kb"}
     assert all(s.examples.en and s.examples.zh for s in manifest.skills)
     assert len(chat_examples()) >= 30
 

@@ -57,4 +57,4 @@ def test_a_rates_table_is_checked_then_put_in_use(data_dir: Path, tmp_path: Path
     assert accepted.exit_code == 0, accepted.output
     listed = json.loads(runner.invoke(app, ["skills", "list", "--json"]).output)
     assert listed["rates"]["state"] == "1 rates against CNY of 2026-12-01"
-    assert {s["name"] for s in listed["skills"]} == {"hours", "faq", "calc", "handoff"}
+    assert {s["name"] for s in listed["skills"]} == {"hours", "faq", "calc", "handoff", "kb"}
