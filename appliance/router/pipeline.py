@@ -319,7 +319,8 @@ class Pipeline:
         integration = record.reply_to if record.channel == "webhook" else None
         passages = list(await self.knowledge.passages(record.text, conversation, integration)) \
             if self.knowledge is not None else []
-        if grounded and not passages:
+        if grounded and not passages:  # the turn still counts for the summary
+            self._remember(record, turns, 0)
             return nothing_in_documents_reply(record.text), []
         variants = [(passages, summary.text if summary else "")]
         if passages and not grounded:
