@@ -50,3 +50,18 @@ def setup_logging(verbose: bool = False) -> None:
     # httpx logs each request's URL at INFO, and platforms' APIs carry credentials there
     # (WeCom's corpsecret and access_token in the query, Telegram's bot token in the path).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def make_keypair(directory: Path, name: str) -> None:
+    """An Ed25519 signing pair (update bundles and plugins alike), printed with its key id;
+    an existing key is never replaced (exit 2)."""
+    from appliance.update import signing
+    from appliance.update.errors import UpdateRefused
+
+    try:
+        private, public = signing.generate_keypair(directory, name)
+    except UpdateRefused as exc:
+        raise fail(str(exc)) from None
+    kid = signing.key_id(signing.load_public_key(public))
+    console.print(f"private key {private}\npublic key  {public}\nkey id      {kid}",
+                  highlight=False)

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from appliance.cli.common import ConfigOption, console, fail, load_settings
+from appliance.cli.common import ConfigOption, console, fail, load_settings, make_keypair
 
 if TYPE_CHECKING:
     from appliance.plugins.registry import InstallOutcome, PluginRegistry
@@ -172,16 +172,7 @@ def plugins_keygen(directory: Annotated[Path, typer.Argument(help="Where the pai
                    ) -> None:
     """A plugin signing key pair: NAME.key (0600, the author keeps it) and NAME.pub (goes
     into the boxes' plugins.keyring_dir)."""
-    from appliance.update import signing
-    from appliance.update.errors import UpdateRefused
-
-    try:
-        private, public = signing.generate_keypair(directory, name)
-    except UpdateRefused as exc:
-        raise fail(str(exc)) from None
-    kid = signing.key_id(signing.load_public_key(public))
-    console.print(f"private key {private}\npublic key  {public}\nkey id      {kid}",
-                  highlight=False)
+    make_keypair(directory, name)
 
 
 @plugins_app.command("sign")

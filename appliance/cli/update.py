@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from appliance.cli.common import ConfigOption, fail, load_settings
+from appliance.cli.common import ConfigOption, fail, load_settings, make_keypair
 from appliance.update.errors import UpdateRefused
 
 update_app = typer.Typer(no_args_is_help=True,
@@ -148,15 +148,7 @@ def update_keygen(directory: Annotated[Path, typer.Argument(help="Where the pair
                   ) -> None:
     """A bundle signing key pair: NAME.key (0600, keep it off the boxes) and NAME.pub (goes
     into the image's keyring)."""
-    from appliance.update import signing
-
-    try:
-        private, public = signing.generate_keypair(directory, name)
-    except UpdateRefused as exc:
-        raise fail(str(exc)) from None
-    kid = signing.key_id(signing.load_public_key(public))
-    console.print(f"private key {private}\npublic key  {public}\nkey id      {kid}",
-                  highlight=False)
+    make_keypair(directory, name)
 
 
 @update_app.command("bundle")

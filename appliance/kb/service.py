@@ -172,6 +172,10 @@ class Knowledge:
             log.info("re-embedded %d chunks with %s", done, library.model)
         return done
 
+    async def holds(self, collections: list[str] | None) -> bool:
+        """Whether there is anything to search in these collections (None: in any)."""
+        return (await self.library()).searchable(collections)
+
     async def search(self, query: str, k: int, collections: list[str] | None = None
                      ) -> list[Hit]:
         library = await self.library()

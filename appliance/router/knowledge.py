@@ -50,6 +50,15 @@ class KnowledgeRetriever:
         self.knowledge = knowledge
         self.config = config
 
+    async def holds_documents(self, conversation: str, integration: str | None) -> bool:
+        """Whether the conversation's collections hold anything: the kb skill answers "the
+        documents have nothing on that" only where there are documents to look in."""
+        try:
+            collections = await self.knowledge.scope(conversation, integration)
+            return bool(collections) and await self.knowledge.holds(collections)
+        except KnowledgeUnavailable:
+            return False
+
     async def passages(self, query: str, conversation: str, integration: str | None
                        ) -> Sequence[Passage]:
         if self.config.passages == 0:

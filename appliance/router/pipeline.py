@@ -64,6 +64,9 @@ class Retriever(Protocol):
     async def passages(self, query: str, conversation: str, integration: str | None
                        ) -> Sequence[Passage]: ...
 
+    async def holds_documents(self, conversation: str, integration: str | None
+                              ) -> bool: ...
+
 
 LINK_CODE_TTL_S = 600.0
 
@@ -229,6 +232,8 @@ class Pipeline:
                     label = answered.skill
                 elif answered is not None:
                     reply, label = answered.text, answered.skill
+                    self._remember(record, self.store.history(  # the window moves on
+                        record.conversation, record.seq, self.settings.chat.history_turns), 0)
                 else:
                     reply, sources = await self._answer(record)
         except AnswerFailed as exc:
@@ -319,9 +324,11 @@ class Pipeline:
         integration = record.reply_to if record.channel == "webhook" else None
         passages = list(await self.knowledge.passages(record.text, conversation, integration)) \
             if self.knowledge is not None else []
-        if grounded and not passages:  # the turn still counts for the summary
-            self._remember(record, turns, 0)
-            return nothing_in_documents_reply(record.text), []
+        if grounded and not passages:
+            if self.knowledge is not None and \
+                    await self.knowledge.holds_documents(conversation, integration):
+                return nothing_in_documents_reply(record.text), []
+            grounded = False  # no documents to look in: the assistant answers as in chat
         variants = [(passages, summary.text if summary else "")]
         if passages and not grounded:
             variants.append(([], variants[0][1]))

@@ -15,7 +15,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ from appliance.plugins.host import (
     PluginFailure,
     PluginHost,
 )
+from appliance.plugins.registry import ActivePlugin
 from appliance.plugins.sandbox import processes_of, sandbox_problem
-from appliance.skills.manifest import Capabilities, PluginManifest, parse_manifest
+from appliance.skills.manifest import parse_manifest
 
 # bubblewrap comes with make debian-test-deps; user namespaces with the kernel.
 SANDBOX_PROBLEM = sandbox_problem("bwrap", Path("/usr/bin/python3"))
@@ -42,17 +42,6 @@ pytestmark = pytest.mark.skipif(SANDBOX_PROBLEM is not None,
                                 reason=f"no plugin sandbox here: {SANDBOX_PROBLEM}")
 
 CONTEXT = CallContext("a request", "conv-1", "tester", "en")
-
-
-@dataclass(frozen=True)
-class Plugin:
-    name: str
-    version: str
-    folder: Path
-    manifest: PluginManifest
-    granted: Capabilities
-    data_dir: Path
-    secrets_dir: Path
 
 
 def manifest_text(name: str, capabilities: str = "") -> str:
@@ -83,7 +72,7 @@ class Harness:
     def __init__(self, root: Path, **plugins_settings: Any) -> None:
         self.root = root
         self.events: Counter[tuple[str, str]] = Counter()
-        self.plugins: list[Plugin] = []
+        self.plugins: list[ActivePlugin] = []
         self.generated: list[tuple[str, int]] = []
         self.settings = Settings(plugins={"call_timeout_s": 4, "start_timeout_s": 4,
                                           "restart_backoff_s": 0.05, **plugins_settings})
@@ -98,13 +87,13 @@ class Harness:
     def count(self, plugin: str, event: str) -> None:
         self.events[(plugin, event)] += 1
 
-    def add(self, name: str, code: str, capabilities: str = "") -> Plugin:
+    def add(self, name: str, code: str, capabilities: str = "") -> ActivePlugin:
         folder = self.root / "installed" / name
         folder.mkdir(parents=True)
         (folder / "plugin.py").write_text(textwrap.dedent(code))
         manifest = parse_manifest(manifest_text(name, capabilities), name)
         folder.chmod(0o755)
-        plugin = Plugin(name, "1.0.0", folder, manifest, manifest.capabilities,
+        plugin = ActivePlugin(name, "1.0.0", folder, manifest, manifest.capabilities,
                         self.root / "data" / name, self.root / "secrets" / name)
         self.plugins.append(plugin)
         return plugin
