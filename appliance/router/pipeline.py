@@ -232,8 +232,6 @@ class Pipeline:
                     label = answered.skill
                 elif answered is not None:
                     reply, label = answered.text, answered.skill
-                    self._remember(record, self.store.history(  # the window moves on
-                        record.conversation, record.seq, self.settings.chat.history_turns), 0)
                 else:
                     reply, sources = await self._answer(record)
         except AnswerFailed as exc:

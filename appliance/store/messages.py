@@ -293,10 +293,13 @@ class MessageStore:
     def history(self, conversation: str, before_seq: int, turns: int,
                 after_seq: int = 0) -> list[Turn]:
         """The last ``turns`` answered chat turns before ``before_seq`` (and after
-        ``after_seq``), since the last reset, oldest first."""
+        ``after_seq``), since the last reset, oldest first. The assistant's answers from the
+        knowledge base (intent ``kb``) are conversation too; a skill's fixed replies and the
+        /commands are not."""
         rows = self.db.execute(
             "SELECT conversation, id, seq, text, reply, kid FROM messages WHERE conversation=? "
-            "AND seq<? AND seq>? AND intent='chat' AND reply IS NOT NULL AND state IN (?, ?) "
+            "AND seq<? AND seq>? AND intent IN ('chat', 'kb') AND reply IS NOT NULL "
+            "AND state IN (?, ?) "
             "AND seq > (SELECT reset_seq FROM conversations WHERE id=?) ORDER BY seq DESC "
             "LIMIT ?",
             (conversation, before_seq, after_seq, MessageState.ANSWERED,
@@ -309,7 +312,8 @@ class MessageStore:
         ``before_seq``, oldest first: what a summary folds in next."""
         rows = self.db.execute(
             "SELECT conversation, id, seq, text, reply, kid FROM messages WHERE conversation=? "
-            "AND seq>? AND seq<? AND intent='chat' AND reply IS NOT NULL AND state IN (?, ?) "
+            "AND seq>? AND seq<? AND intent IN ('chat', 'kb') AND reply IS NOT NULL "
+            "AND state IN (?, ?) "
             "ORDER BY seq LIMIT ?",
             (conversation, after_seq, before_seq, MessageState.ANSWERED,
              MessageState.DELIVERED, limit)).fetchall()
