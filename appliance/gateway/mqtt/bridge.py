@@ -93,6 +93,7 @@ class MqttBridge:
         self._members: dict[str, set[str]] = {}
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._tasks: set[asyncio.Future[None]] = set()
+        self._caught_up: set[str] = set()  # clients sent their backlog since this start
         self._unsubscribe = lambda: None
         self._sweeper: asyncio.Future[None] | None = None
 
@@ -230,7 +231,17 @@ class MqttBridge:
         if topic_filter not in (f"appliance/v1/res/{client_id}/#",
                                 reply_topic(client_id, "reply")):
             return
+        await self._catch_up(client_id)
+
+    async def _catch_up(self, client_id: str, skip: tuple[str, str] | None = None) -> None:
+        """Send a device every reply it has not acknowledged, oldest first. Done on its
+        subscribe, and before the first new reply this gateway sends it: after a restart the
+        broker's persisted subscription lets a new answer through before the device
+        resubscribes, and it must not overtake an older one answered before the crash."""
+        self._caught_up.add(client_id)
         for record in self.pipeline.store.undelivered_to("mqtt", client_id):
+            if (record.conversation, record.id) == skip:
+                continue
             topic = (reply_topic(client_id, "reply") if reply_event(record)["type"] == "reply"
                      else error_topic(client_id))
             await self._publish(topic, reply_event(record), qos=1)
@@ -265,6 +276,9 @@ class MqttBridge:
         kind = event.get("type")
         targets = self._targets(event)
         for client_id in targets:
+            if kind in ("reply", "error") and client_id not in self._caught_up:
+                await self._catch_up(client_id, skip=(event.get("conversation", ""),
+                                                      event.get("id", "")))
             if kind == "token":
                 await self._publish(reply_topic(client_id, "tokens"), event, qos=0)
             elif kind == "reply":

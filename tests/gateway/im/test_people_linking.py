@@ -210,7 +210,10 @@ def fake(api: WeComApi) -> Iterator[FakePlatform]:
 @pytest.fixture(scope="module")
 def box(start_module_appliance: Callable[..., Appliance], fake: FakePlatform,
         tmp_path_factory: pytest.TempPathFactory) -> Appliance:
+    # Short answers: one answer is one WeCom message (a long one is split at 2,048 bytes,
+    # and these tests count the messages each app receives).
     box = start_module_appliance(APPLIANCE_SECURITY__AUTH="true",
+                                 APPLIANCE_ENGINE__DEFAULT_MAX_TOKENS="96",
                                  APPLIANCE_IM__WECOM_API_BASE=fake.base_url,
                                  APPLIANCE_OUTBOX__RETRY_INITIAL_S="0.2",
                                  APPLIANCE_OUTBOX__RETRY_MAX_S="1")
