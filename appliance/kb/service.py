@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from appliance.config import KnowledgeSettings, Settings
+from appliance.kb.batching import length_batches
 from appliance.kb.chunking import chunk
 from appliance.kb.extract import MB, extract
 from appliance.kb.library import DocumentInfo, Hit, KnowledgeLibrary, check_collection
@@ -121,13 +122,17 @@ class Knowledge:
         self._thread.shutdown(wait=False)
 
     async def _vectors(self, texts: list[str], progress: Progress | None = None) -> np.ndarray:
-        batch = self.config.embedding_batch
-        rows: list[np.ndarray] = []
-        for start in range(0, len(texts), batch):
-            rows.append(await self._embed(texts[start:start + batch]))
+        vectors: np.ndarray | None = None
+        done = 0
+        for indices in length_batches(texts, self.config.embedding_batch):
+            rows = await self._embed([texts[i] for i in indices])
+            if vectors is None:
+                vectors = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+            vectors[indices] = rows
+            done += len(indices)
             if progress is not None:
-                await progress(min(start + batch, len(texts)), len(texts))
-        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+                await progress(done, len(texts))
+        return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
 
     def _prepare(self, filename: str, data: bytes) -> tuple[list[str], str, int | None]:
         extracted = extract(filename, data, self.config.max_upload_mb * MB,
