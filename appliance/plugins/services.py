@@ -53,6 +53,8 @@ def plugin_host(settings: Settings, services: BoxServices, count: Count) -> Plug
 
     def active() -> Sequence[Runnable]:
         try:
+            if not any(r.installed and r.enabled for r in registry.list()):
+                return []  # a box without plugins needs no plugin keyring: nothing to warn of
             return registry.active(plugin_keyring(settings))
         except PluginRefused as exc:  # no keyring: nothing is trusted, so nothing runs
             if str(exc) not in warned:
