@@ -28,6 +28,9 @@ from appliance.store.states import FINISHED, PENDING, MessageState, check
 
 RECORD_COLUMNS = ("conversation, id, seq, channel, sender, text, reply_to, received, state, "
                   "intent, reply, error, answered, delivered, sources, kid")
+# The intents whose turns are the conversation (its history, its summaries): the assistant's
+# answers, from the model or from the knowledge base; not a skill's fixed replies or /commands.
+CONVERSATION_INTENTS = "('chat', 'kb')"
 
 
 @dataclass(frozen=True)
@@ -293,15 +296,12 @@ class MessageStore:
     def history(self, conversation: str, before_seq: int, turns: int,
                 after_seq: int = 0) -> list[Turn]:
         """The last ``turns`` answered chat turns before ``before_seq`` (and after
-        ``after_seq``), since the last reset, oldest first. The assistant's answers from the
-        knowledge base (intent ``kb``) are conversation too; a skill's fixed replies and the
-        /commands are not."""
+        ``after_seq``), since the last reset, oldest first (``CONVERSATION_INTENTS``)."""
         rows = self.db.execute(
             "SELECT conversation, id, seq, text, reply, kid FROM messages WHERE conversation=? "
-            "AND seq<? AND seq>? AND intent IN ('chat', 'kb') AND reply IS NOT NULL "
-            "AND state IN (?, ?) "
-            "AND seq > (SELECT reset_seq FROM conversations WHERE id=?) ORDER BY seq DESC "
-            "LIMIT ?",
+            f"AND seq<? AND seq>? AND intent IN {CONVERSATION_INTENTS} AND reply IS NOT NULL "
+            "AND state IN (?, ?) AND seq > (SELECT reset_seq FROM conversations WHERE id=?) "
+            "ORDER BY seq DESC LIMIT ?",
             (conversation, before_seq, after_seq, MessageState.ANSWERED,
              MessageState.DELIVERED, conversation, turns)).fetchall()
         return [self._turn(r) for r in reversed(rows)]
@@ -312,9 +312,8 @@ class MessageStore:
         ``before_seq``, oldest first: what a summary folds in next."""
         rows = self.db.execute(
             "SELECT conversation, id, seq, text, reply, kid FROM messages WHERE conversation=? "
-            "AND seq>? AND seq<? AND intent IN ('chat', 'kb') AND reply IS NOT NULL "
-            "AND state IN (?, ?) "
-            "ORDER BY seq LIMIT ?",
+            f"AND seq>? AND seq<? AND intent IN {CONVERSATION_INTENTS} AND reply IS NOT NULL "
+            "AND state IN (?, ?) ORDER BY seq LIMIT ?",
             (conversation, after_seq, before_seq, MessageState.ANSWERED,
              MessageState.DELIVERED, limit)).fetchall()
         return [self._turn(r) for r in rows]

@@ -15,12 +15,13 @@ async def _nothing(*_: object) -> object:
     raise AssertionError("no service is called here")
 
 
-def test_a_box_without_plugins_runs_none_and_warns_of_no_keyring(
+def test_a_box_without_plugins_runs_none_and_does_not_warn_of_a_missing_keyring(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(paths={"data_dir": str(tmp_path)},
                         plugins={"keyring_dir": str(tmp_path / "no-keyring")})
     host = plugin_host(settings, BoxServices(generate=_nothing, search=_nothing),
                        lambda plugin, event: None)
     with caplog.at_level(logging.WARNING):
-        assert list(host._active()) == []
+        host.refresh()
+    assert host.processes == {}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
