@@ -254,3 +254,32 @@ def test_an_unacknowledged_qos2_message_is_redelivered_after_reconnect(
         assert payload.endswith(b"exactly-once")
     finally:
         again.close()
+
+
+def test_a_new_message_never_overtakes_one_still_queued_for_a_reconnected_session(
+        appliance: Appliance) -> None:
+    topic = f"orders/{uuid.uuid4().hex[:6]}"
+    client_id = f"backlog-{uuid.uuid4().hex[:6]}"
+    reader = Device(appliance, client_id, clean=False).connect()
+    reader.subscribe(topic)
+    reader.close()
+    sender = Device(appliance).connect()
+    for payload in (b"old-1", b"old-2"):
+        sender.client.publish(topic, payload, qos=1).wait_for_publish(10)
+    back = Device(appliance, client_id, clean=False, manual_ack=True).connect()
+    try:
+        wait(lambda: bool(back.received), "the first queued message")
+        sender.client.publish(topic, b"new-1", qos=1).wait_for_publish(10)
+        time.sleep(1)  # the first is not acknowledged yet: the queue waits, and so does new-1
+        assert [m.payload for m in back.received] == [b"old-1"]
+        for _ in range(3):
+            with back.lock:
+                unacked = list(back.received)
+            for message in unacked:
+                back.client.ack(message.mid, message.qos)
+            time.sleep(0.5)
+        wait(lambda: len(back.received) >= 3, "the rest of the queue, then the new message")
+        assert [m.payload for m in back.received] == [b"old-1", b"old-2", b"new-1"]
+    finally:
+        sender.close()
+        back.close()

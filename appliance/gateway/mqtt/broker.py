@@ -277,13 +277,15 @@ class ApplianceBroker(Broker):
             if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
                 continue
             connected = target.transitions.state == "connected"
-            if (not connected and not target.clean_session and qos in (QOS_1, QOS_2)
-                    and not target.is_anonymous):
+            handler = self._get_handler(target)
+            if (not target.clean_session and qos in (QOS_1, QOS_2) and not target.is_anonymous
+                    and not (connected and self._caught_up(target, handler))):
+                # Offline, or connected but its queue not yet flushed on this connection:
+                # queued behind what waits, so a new message never overtakes an older one.
                 await self._retain_broadcast_message(broadcast, qos, target)
                 continue
             if not connected:
                 continue
-            handler = self._get_handler(target)
             if handler:
                 running_tasks.append(asyncio.ensure_future(
                     handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)))
@@ -418,13 +420,25 @@ class ApplianceBroker(Broker):
             self.state.unsubscribe(session.client_id, a_filter)
         return removed
 
+    @staticmethod
+    def _caught_up(session: Session, handler: Any) -> bool:
+        """The session's queue was flushed on its current connection: new messages go out
+        live. Until then (amqtt marks a session connected before it re-sends what was in
+        flight and long before the queue's flush, which waits for each PUBACK) they join the
+        queue."""
+        return handler is not None and getattr(session, "appliance_flushed", None) is handler
+
     async def _publish_session_retained_messages(self, session: Session) -> None:
         handler = self._get_handler(session)
         if handler is None:
             return
 
         async def flush() -> None:
-            while not session.retained_messages.empty():
+            while True:
+                if session.retained_messages.empty():
+                    # No await since the check: whatever is broadcast from now on goes live.
+                    session.appliance_flushed = handler  # type: ignore[attr-defined]
+                    return
                 queued = session.retained_messages.get_nowait()
                 sent = await handler.mqtt_publish(queued.topic, queued.data, queued.qos,
                                                   retain=False)
