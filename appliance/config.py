@@ -195,14 +195,6 @@ class KnowledgeSettings(_Section):
         "searches before they are fused.")
     rrf_k: int = Field(
         60, ge=1, description="Reciprocal-rank fusion constant: higher flattens the ranks.")
-    common_term_fraction: float = Field(
-        0.05, gt=0.0, le=1.0, description="In a knowledge base of 1,000 chunks or more, a "
-        "query term found in more than this share of them is left out of the keyword search "
-        "(it barely moves BM25 but dominates the search's cost).")
-    keyword_postings: int = Field(
-        20_000, ge=100, description="In a knowledge base of 1,000 chunks or more, the "
-        "keyword search uses a question's rarest terms up to this many chunk matches in all "
-        "(about 1 µs each), so a long question cannot make it slow.")
     default_collections: list[str] = Field(
         default_factory=lambda: ["default"], description="Collections a conversation with "
         "no binding of its own (nor its integration's) retrieves from.")

@@ -183,8 +183,7 @@ def open_library(root: Path, settings: Settings, embedder: OpenVINOEmbedder
     root.mkdir(parents=True, exist_ok=True)
     cipher = FieldCipher(DataKeyring(root / "data.keys").ensure())
     return KnowledgeLibrary(connect(root / "kb.db", settings.store.synchronous), cipher,
-                            embedder.model, embedder.dimensions, settings.kb.common_term_fraction,
-                            settings.kb.keyword_postings)
+                            embedder.model, embedder.dimensions)
 
 
 # --- 1. recall ------------------------------------------------------------------------------
@@ -589,8 +588,7 @@ def run(settings: Settings, *, sizes: list[int], turns: int, rounds: int, out: P
         "embedding_model": embedder.model, "device": embedder.device,
         "dimensions": embedder.dimensions, "cpu_count": os.cpu_count(),
         "chunking": {"units": settings.kb.chunk_units, "overlap": settings.kb.chunk_overlap},
-        "search": {"k": TOP_K, "candidates": settings.kb.candidates, "rrf_k": settings.kb.rrf_k,
-                   "common_term_fraction": settings.kb.common_term_fraction},
+        "search": {"k": TOP_K, "candidates": settings.kb.candidates, "rrf_k": settings.kb.rrf_k},
         "recall_at_5": recalled,
         "query_embedding": query_ms,
         "scale": {"sizes": scaled, "real_vectors": min(REAL_VECTORS, max(sizes)),

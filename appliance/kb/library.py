@@ -4,11 +4,11 @@ and the collection bindings, in the appliance database (schema in ``appliance.st
 One connection, used from one thread (the knowledge service's), beside the gateway's own:
 SQLite's WAL lets the two work side by side, and a document is written in one short
 transaction. Chunk text, document names and vectors are sealed like message text; the keyword
-index holds blinded terms only (:mod:`appliance.kb.terms`). The vector index lives in memory
-and is rebuilt from the stored vectors on open. A search runs its two halves side by side:
-the vector half on a worker thread of its own (numpy releases the GIL in its matrix product),
-the keyword half on the caller's (so does SQLite while it steps), so a search takes about as
-long as the slower half rather than their sum.
+index holds blinded terms only (:mod:`appliance.kb.terms`). The vector and keyword indexes
+live in memory and are rebuilt on open from the stored vectors and terms. A search runs its
+two halves side by side: the vector half on a worker thread of its own (numpy releases the GIL
+in its matrix product), the keyword half on the caller's, so a search takes about as long as
+the slower half rather than their sum.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from appliance.kb.fusion import fuse
-from appliance.kb.terms import hasher, index_terms, informative, match_expression, query_tokens
+from appliance.kb.keywords import KeywordIndex
+from appliance.kb.terms import hasher, index_terms, query_tokens
 from appliance.kb.vectors import VectorIndex
 from appliance.security.cipher import FieldCipher, Plaintext, Sealer
 from appliance.store.sealed import KB_CHUNKS, KB_DOCUMENTS, KB_VECTORS
 
 COLLECTION = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DOCUMENT_ID = re.compile(r"^doc-[0-9a-f]{12}$")
-PRUNE_FROM_CHUNKS = 1000  # below this every keyword search is cheap: all terms are kept
 
 
 class UnknownDocument(LookupError):
@@ -81,27 +81,25 @@ class Hit:
 
 class KnowledgeLibrary:
     def __init__(self, connection: sqlite3.Connection, cipher: FieldCipher | None,
-                 model: str, dimensions: int, common_term_fraction: float = 0.05,
-                 keyword_postings: int | None = None) -> None:
+                 model: str, dimensions: int) -> None:
         self.db = connection
-        self.common_term_fraction = common_term_fraction
-        self.keyword_postings = keyword_postings
         self._vector_worker = ThreadPoolExecutor(1, thread_name_prefix="kb-vectors")
-        self._frequency: dict[str, int] = {}  # token -> chunks that have it (cleared on write)
-        self._chunks: int | None = None
         self._sealer: Sealer = cipher if cipher is not None else Plaintext()
         self._term = hasher(cipher.blind if cipher is not None else None)
         self.model = model
         self.vectors = VectorIndex(dimensions)
+        self.keywords = KeywordIndex()
         self._collection_of: dict[str, str] = {}  # document id -> collection
-        self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_terms_vocab "
-                        "USING fts5vocab(main, kb_terms, 'row')")
         self._load()
 
     def _load(self) -> None:
-        """The vector index from the stored vectors of the current model."""
+        """The keyword index from the stored terms, the vector index from the stored vectors
+        of the current model."""
         for row in self.db.execute("SELECT id, collection FROM kb_documents"):
             self._collection_of[row["id"]] = row["collection"]
+        self.keywords.add((row["id"], row["collection"], row["terms"]) for row in self.db.execute(
+            "SELECT c.id, c.terms, d.collection FROM kb_chunks c "
+            "JOIN kb_documents d ON d.id = c.document"))
         batch: dict[str, tuple[list[int], list[np.ndarray]]] = {}
         rows = self.db.execute(
             "SELECT v.chunk, v.model, v.vector, v.kid, c.document FROM kb_vectors v "
@@ -166,15 +164,19 @@ class KnowledgeLibrary:
                 "size, pages, chunks, added, kid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (document_id, collection, sealed["name"], sealed["name_key"],
                  self._sealer.blind(sha256), kind, size, pages, len(chunks), added, kid))
-            ids = []
+            ids: list[int] = []
+            terms: list[str] = []
             for ordinal, text in enumerate(chunks):
                 chunk = {"document": document_id, "ordinal": ordinal}
                 text_sealed = KB_CHUNKS.seal(self._sealer, chunk, {"text": text}, kid)
+                chunk_terms = index_terms(text, self._term)
                 cursor = self.db.execute(
-                    "INSERT INTO kb_chunks(document, ordinal, text, kid) VALUES (?,?,?,?)",
-                    (document_id, ordinal, text_sealed["text"], kid))
+                    "INSERT INTO kb_chunks(document, ordinal, text, kid, terms) "
+                    "VALUES (?,?,?,?,?)",
+                    (document_id, ordinal, text_sealed["text"], kid, chunk_terms))
                 chunk_id = int(cursor.lastrowid or 0)
                 ids.append(chunk_id)
+                terms.append(chunk_terms)
                 vector = np.ascontiguousarray(vectors[ordinal], dtype="<f4").tobytes()
                 vector_sealed = KB_VECTORS.seal(self._sealer, {"chunk": chunk_id,
                                                                "model": self.model},
@@ -182,13 +184,12 @@ class KnowledgeLibrary:
                 self.db.execute("INSERT INTO kb_vectors(chunk, model, vector, kid) "
                                 "VALUES (?,?,?,?)",
                                 (chunk_id, self.model, vector_sealed["vector"], kid))
-                self.db.execute("INSERT INTO kb_terms(rowid, terms) VALUES (?, ?)",
-                                (chunk_id, index_terms(text, self._term)))
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        self._terms_changed()
+        self.keywords.remove(removed_chunks)
+        self.keywords.add((i, collection, t) for i, t in zip(ids, terms, strict=True))
         self.vectors.remove(removed_chunks)
         for old in replaced:
             self._collection_of.pop(old, None)
@@ -204,7 +205,6 @@ class KnowledgeLibrary:
         for document_id in document_ids:
             ids = [r[0] for r in self.db.execute("SELECT id FROM kb_chunks WHERE document=?",
                                                  (document_id,))]
-            self.db.executemany("DELETE FROM kb_terms WHERE rowid=?", [(i,) for i in ids])
             self.db.execute("DELETE FROM kb_vectors WHERE chunk IN "
                             "(SELECT id FROM kb_chunks WHERE document=?)", (document_id,))
             self.db.execute("DELETE FROM kb_chunks WHERE document=?", (document_id,))
@@ -221,14 +221,10 @@ class KnowledgeLibrary:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        self._terms_changed()
+        self.keywords.remove(chunk_ids)
         self.vectors.remove(chunk_ids)
         self._collection_of.pop(document_id, None)
         return info
-
-    def _terms_changed(self) -> None:
-        self._frequency.clear()
-        self._chunks = None
 
     def searchable(self, collections: list[str] | None) -> bool:
         """Whether any chunk is in these collections (a search of none embeds nothing)."""
@@ -280,41 +276,13 @@ class KnowledgeLibrary:
     # --- search ----------------------------------------------------------------------------
 
     def _keyword(self, query: str, limit: int, collections: list[str] | None) -> list[int]:
-        tokens = query_tokens(query, self._term)
-        if self._chunk_count() >= PRUNE_FROM_CHUNKS:
-            tokens = informative(tokens, self._frequencies(tokens), self._chunk_count(),
-                                 self.common_term_fraction, self.keyword_postings)
-        expression = match_expression(tokens)
-        if expression is None:
-            return []
-        args: list[object] = [expression]
-        if collections is None or set(self._collection_of.values()) <= set(collections):
-            sql = "SELECT rowid FROM kb_terms WHERE kb_terms MATCH ? ORDER BY rank LIMIT ?"
-        else:
-            sql = ("SELECT t.rowid FROM kb_terms t JOIN kb_chunks c ON c.id = t.rowid "
-                   "JOIN kb_documents d ON d.id = c.document WHERE kb_terms MATCH ? "
-                   f"AND d.collection IN ({','.join('?' * len(collections))}) "
-                   "ORDER BY bm25(kb_terms) LIMIT ?")
-            args += collections
-        return [r[0] for r in self.db.execute(sql, (*args, limit))]
+        everything = collections is None or set(self._collection_of.values()) <= set(collections)
+        return self.keywords.search(query_tokens(query, self._term), limit,
+                                    None if everything else collections)
 
     def close(self) -> None:
         self._vector_worker.shutdown()
         self.db.close()
-
-    def _chunk_count(self) -> int:
-        if self._chunks is None:
-            self._chunks = int(self.db.execute("SELECT COUNT(*) FROM kb_chunks").fetchone()[0])
-        return self._chunks
-
-    def _frequencies(self, tokens: list[str]) -> dict[str, int]:
-        """How many chunks have each token (fts5vocab), cached until the next write."""
-        for token in tokens:
-            if token not in self._frequency:
-                row = self.db.execute("SELECT doc FROM temp.kb_terms_vocab WHERE term = ?",
-                                      (token,)).fetchone()
-                self._frequency[token] = int(row[0]) if row is not None else 0
-        return {t: self._frequency[t] for t in tokens}
 
     def search(self, query: str, vector: np.ndarray | None, k: int,
                collections: list[str] | None = None, candidates: int = 50,

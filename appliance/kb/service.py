@@ -81,9 +81,7 @@ class Knowledge:
         if self._library is not None:
             self._library.close()
         connection = connect(self.settings.paths.database, self.settings.store.synchronous)
-        return KnowledgeLibrary(connection, self.cipher, model.id, model.dimensions,
-                                self.settings.kb.common_term_fraction,
-                                self.settings.kb.keyword_postings)
+        return KnowledgeLibrary(connection, self.cipher, model.id, model.dimensions)
 
     async def library(self) -> KnowledgeLibrary:
         """The library for the engine's current embedding model (opened, or reopened when

@@ -3,8 +3,9 @@
 Chunk text is sealed at rest, and a full-text index over it (FTS5 ``trigram`` or
 ``unicode61``) would keep a readable copy of every word beside it. Terms are therefore cut
 here, in Python, and each one is replaced by a keyed hash (the store's blind index, or a plain
-hash when encryption at rest is off) before SQLite sees it: FTS5 still ranks with BM25 over
-term frequencies, but holds only hashes. English and other spaced scripts give lowercased
+hash when encryption at rest is off) before it is stored or indexed: the keyword index
+(:mod:`appliance.kb.keywords`) still ranks with BM25 over term frequencies, but holds only
+hashes. English and other spaced scripts give lowercased
 words; Chinese, Japanese and Korean, written without spaces, give overlapping character
 pairs (the usual unit of CJK retrieval), and a lone character by itself.
 """
@@ -15,7 +16,7 @@ import hashlib
 import itertools
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from appliance.kb.chunking import CJK
 
@@ -51,47 +52,11 @@ def hasher(blind: Blind | None) -> Callable[[str], str]:
 
 
 def index_terms(text: str, token: Callable[[str], str]) -> str:
-    """What the FTS5 table stores for a chunk: its blinded terms, space-separated."""
+    """What is stored and indexed for a chunk (kb_chunks.terms): its blinded terms,
+    space-separated."""
     return " ".join(token(term) for term in terms(text))
 
 
 def query_tokens(query: str, token: Callable[[str], str]) -> list[str]:
     """The query's distinct index tokens, in order, at most ``MAX_QUERY_TERMS``."""
     return list(dict.fromkeys(token(term) for term in terms(query)))[:MAX_QUERY_TERMS]
-
-
-def informative(tokens: list[str], frequency: Mapping[str, int], chunks: int,
-                common_fraction: float, postings: int | None = None,
-                keep_at_least: int = 2) -> list[str]:
-    """The tokens worth a keyword search: those in at most ``common_fraction`` of the
-    ``chunks``, and of those the rarest whose chunk counts add up to at most ``postings``
-    (a search's cost is the postings it reads, about 1 µs each). A term in a large share of
-    the chunks adds little to BM25 (its idf is low) but has the longest posting list; a long
-    question of many middling terms is bounded by ``postings``. The rarest
-    ``keep_at_least`` are always kept. Query order is kept."""
-    limit = common_fraction * chunks
-    rarest_first = sorted(tokens, key=lambda t: frequency.get(t, 0))
-    kept = {t for t in rarest_first if frequency.get(t, 0) <= limit} or \
-        set(rarest_first[:keep_at_least])
-    if postings is not None:
-        read = 0
-        bounded: set[str] = set()
-        for token in (t for t in rarest_first if t in kept):
-            count = frequency.get(token, 0)
-            if len(bounded) >= keep_at_least and read + count > postings:
-                break
-            bounded.add(token)
-            read += count
-        kept = bounded
-    return [t for t in tokens if t in kept]
-
-
-def match_expression(tokens: list[str]) -> str | None:
-    """An FTS5 MATCH expression: any of the tokens (BM25 ranks the chunks that have more,
-    and rarer, of them first); None when there are none."""
-    return " OR ".join(f'"{t}"' for t in tokens) or None
-
-
-def match_query(query: str, token: Callable[[str], str]) -> str | None:
-    """The MATCH expression of all of a query's terms."""
-    return match_expression(query_tokens(query, token))

@@ -21,7 +21,7 @@ from appliance.config import Settings
 from appliance.files import own_like_folder
 from appliance.security.cipher import DataKeyring, FieldCipher
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 DATA_KEYS_FILE = "data.keys"
 # Sealed columns hold a BLOB (or, with kid '', the plaintext); SQLite keeps BLOBs as they are
 # in TEXT columns, so version 1 tables need no rebuild.
@@ -99,11 +99,12 @@ CREATE TABLE IF NOT EXISTS kb_documents (
 CREATE INDEX IF NOT EXISTS kb_documents_by_name ON kb_documents(collection, name_key);
 CREATE INDEX IF NOT EXISTS kb_documents_by_content ON kb_documents(collection, content_key);
 CREATE TABLE IF NOT EXISTS kb_chunks (
-    id           INTEGER PRIMARY KEY,        -- also the keyword index's rowid
+    id           INTEGER PRIMARY KEY,
     document     TEXT NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
     ordinal      INTEGER NOT NULL,
     text         TEXT NOT NULL,              -- sealed
     kid          TEXT NOT NULL DEFAULT '',
+    terms        TEXT NOT NULL DEFAULT '',   -- blinded keyword terms (appliance.kb.terms)
     UNIQUE (document, ordinal)
 );
 CREATE TABLE IF NOT EXISTS kb_vectors (
@@ -112,7 +113,6 @@ CREATE TABLE IF NOT EXISTS kb_vectors (
     vector       BLOB NOT NULL,              -- sealed; little-endian float32
     kid          TEXT NOT NULL DEFAULT ''
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS kb_terms USING fts5(terms, tokenize='ascii');
 CREATE TABLE IF NOT EXISTS outbox (
     id           INTEGER PRIMARY KEY,
     conversation TEXT NOT NULL,
@@ -204,7 +204,12 @@ ADDED_COLUMNS = (
     ("mqtt_queue", "data_key", "BLOB NOT NULL DEFAULT ''", "data"),
     # Version 2 -> 3: the knowledge-base sources of an answer (JSON; ids and scores only).
     ("messages", "sources", "TEXT NOT NULL DEFAULT ''", None),
+    # Version 8 -> 9: the keyword terms move from the FTS5 table into the chunk's row (the
+    # keyword index is tantivy's, in memory, built from them).
+    ("kb_chunks", "terms", "TEXT NOT NULL DEFAULT ''",
+     "COALESCE((SELECT t.terms FROM kb_terms t WHERE t.rowid = kb_chunks.id), '')"),
 )
+DROPPED_TABLES = ("kb_terms",)  # after ADDED_COLUMNS have taken what they need from them
 
 
 def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
@@ -238,6 +243,8 @@ def _migrate(connection: sqlite3.Connection) -> None:
                     connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
                     if fill is not None:
                         connection.execute(f"UPDATE {table} SET {column} = {fill}")
+            for table in DROPPED_TABLES:
+                connection.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in _statements(INDEXES):
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

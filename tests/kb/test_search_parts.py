@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from appliance.kb.fusion import fuse
+from appliance.kb.keywords import KeywordIndex
 from appliance.kb.library import BadCollection, KnowledgeLibrary, UnknownDocument
-from appliance.kb.terms import hasher, index_terms, informative, match_query, terms
+from appliance.kb.terms import hasher, index_terms, query_tokens, terms
 from appliance.kb.vectors import VectorIndex
 from appliance.security.cipher import DataKeyring, FieldCipher
 from appliance.store.db import connect
@@ -51,39 +52,35 @@ def test_a_keyed_blind_gives_other_tokens_than_a_plain_hash() -> None:
     assert hasher(lambda t: f"keyed-{t}".ljust(64, "0"))("fee") != hasher(None)("fee")
 
 
-def test_a_query_matches_any_of_its_distinct_terms() -> None:
+def test_a_query_searches_its_distinct_terms_once_each() -> None:
     token = hasher(None)
-    assert match_query("fee fee card", token) == f'"{token("fee")}" OR "{token("card")}"'
+    assert query_tokens("fee fee card", token) == [token("fee"), token("card")]
 
 
-def test_a_query_of_punctuation_has_no_match_expression() -> None:
-    assert match_query("?!", hasher(None)) is None
+def test_a_query_of_punctuation_has_no_terms() -> None:
+    assert query_tokens("?!", hasher(None)) == []
 
 
-def test_terms_in_more_than_the_common_share_of_chunks_are_left_out() -> None:
-    frequency = {"the": 900, "swift": 3, "fee": 40}
-    assert informative(["the", "swift", "fee"], frequency, 1000, 0.05) == ["swift", "fee"]
+def test_the_keyword_index_ranks_the_chunk_with_more_of_the_rarer_terms_first() -> None:
+    index = KeywordIndex()
+    index.add([(1, "a", "fee card"), (2, "a", "card hours"), (3, "a", "hours")])
+    assert index.search(["fee", "card"], 5) == [1, 2]
+    assert index.search(["zebra"], 5) == []
 
 
-def test_a_query_of_only_common_terms_keeps_its_two_rarest() -> None:
-    frequency = {"the": 900, "is": 800, "of": 700}
-    assert informative(["the", "is", "of"], frequency, 1000, 0.05) == ["is", "of"]
+def test_a_removed_chunk_leaves_the_keyword_index() -> None:
+    index = KeywordIndex()
+    index.add([(1, "a", "fee"), (2, "a", "fee")])
+    index.remove([1])
+    assert index.search(["fee"], 5) == [2]
+    assert len(index) == 1
 
 
-def test_a_term_no_chunk_has_is_kept() -> None:
-    assert informative(["zebra"], {}, 1000, 0.05) == ["zebra"]
-
-
-def test_a_long_question_keeps_its_rarest_terms_up_to_the_postings_budget() -> None:
-    frequency = {"leave": 4000, "car": 3000, "wharf": 20, "branch": 4500, "street": 1000}
-    assert informative(["leave", "car", "wharf", "street", "branch"], frequency, 100_000,
-                       0.05, postings=5000) == ["car", "wharf", "street"]
-
-
-def test_the_postings_budget_still_keeps_the_two_rarest_terms() -> None:
-    frequency = {"leave": 4000, "car": 3000}
-    assert informative(["leave", "car"], frequency, 100_000, 0.05, postings=100) == \
-        ["leave", "car"]
+def test_a_keyword_search_can_be_kept_to_collections() -> None:
+    index = KeywordIndex()
+    index.add([(1, "bank", "fee"), (2, "clinic", "fee"), (3, "shop", "fee")])
+    assert sorted(index.search(["fee"], 5, ["clinic", "shop"])) == [2, 3]
+    assert index.search(["fee"], 5, ["nowhere"]) == []
 
 
 def test_the_vector_index_returns_the_nearest_first() -> None:
@@ -169,7 +166,7 @@ def test_removing_a_document_removes_its_keywords_and_vectors(library: Knowledge
     library.remove(doc)
     assert library.search("zebra", unit(1), 5) == []
     db = sqlite3.connect(tmp_path / "kb.db")
-    assert db.execute("SELECT COUNT(*) FROM kb_terms").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM kb_chunks").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM kb_vectors").fetchone()[0] == 0
 
 
@@ -179,6 +176,35 @@ def test_the_vector_index_is_rebuilt_when_the_library_opens_again(
     again = KnowledgeLibrary(connect(tmp_path / "kb.db"), FieldCipher(
         DataKeyring(tmp_path / "data.keys").ensure()), "model-a", DIMENSIONS)
     assert [h.text for h in again.search("", unit(0, 1), 1)] == ["beta"]
+
+
+def test_the_keyword_index_is_rebuilt_when_the_library_opens_again(
+        library: KnowledgeLibrary, tmp_path: Path) -> None:
+    add(library, "a.txt", ["alpha fee", "beta"], [unit(1), unit(0, 1)])
+    again = KnowledgeLibrary(connect(tmp_path / "kb.db"), FieldCipher(
+        DataKeyring(tmp_path / "data.keys").ensure()), "model-a", DIMENSIONS)
+    assert [h.text for h in again.search("fee", None, 5)] == ["alpha fee"]
+
+
+def test_a_database_of_the_fts5_keyword_table_keeps_its_terms_when_migrated(
+        tmp_path: Path) -> None:
+    path = tmp_path / "kb.db"
+    library = KnowledgeLibrary(connect(path), None, "model-a", DIMENSIONS)
+    add(library, "a.txt", ["the SWIFT fee"], [unit(1)])
+    library.close()
+    old = sqlite3.connect(path)  # back to schema 8: the terms in an FTS5 table of their own
+    old.executescript(
+        "CREATE VIRTUAL TABLE kb_terms USING fts5(terms, tokenize='ascii');"
+        "INSERT INTO kb_terms(rowid, terms) SELECT id, terms FROM kb_chunks;"
+        "UPDATE kb_chunks SET terms = ''; PRAGMA user_version = 8;")
+    old.commit()
+    old.execute("ALTER TABLE kb_chunks DROP COLUMN terms")
+    old.commit()
+    old.close()
+    migrated = KnowledgeLibrary(connect(path), None, "model-a", DIMENSIONS)
+    assert [h.text for h in migrated.search("swift", None, 5)] == ["the SWIFT fee"]
+    assert migrated.db.execute("SELECT name FROM sqlite_master WHERE name = 'kb_terms'"
+                               ).fetchone() is None
 
 
 def test_vectors_of_another_model_are_stale_until_embedded_again(
@@ -218,16 +244,13 @@ def test_a_small_library_searches_every_query_term(library: KnowledgeLibrary) ->
     assert [h.text for h in hits] == ["the fee is ten", "the hours are long"]
 
 
-def test_a_large_library_leaves_a_term_most_chunks_have_out_of_the_keyword_search(
-        tmp_path: Path) -> None:
-    cipher = FieldCipher(DataKeyring(tmp_path / "data.keys").ensure())
-    library = KnowledgeLibrary(connect(tmp_path / "kb.db"), cipher, "model-a", DIMENSIONS,
-                               common_term_fraction=0.05)
+def test_in_a_large_library_a_rare_term_outranks_one_every_chunk_has(
+        library: KnowledgeLibrary) -> None:
     filler = [f"the note number {i}" for i in range(1200)]
     add(library, "filler.txt", filler, [unit(1)] * len(filler))
     add(library, "fees.txt", ["the SWIFT fee is 18"], [unit(0, 1)])
     hits = library.search("the SWIFT fee", None, 50)
-    assert [h.text for h in hits] == ["the SWIFT fee is 18"]
+    assert hits[0].text == "the SWIFT fee is 18" and len(hits) == 50
 
 
 def test_a_collection_filtered_keyword_search_keeps_to_the_collection(

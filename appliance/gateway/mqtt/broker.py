@@ -437,7 +437,7 @@ class ApplianceBroker(Broker):
             while True:
                 if session.retained_messages.empty():
                     # No await since the check: whatever is broadcast from now on goes live.
-                    session.appliance_flushed = handler  # type: ignore[attr-defined]
+                    session.appliance_flushed = handler
                     return
                 queued = session.retained_messages.get_nowait()
                 sent = await handler.mqtt_publish(queued.topic, queued.data, queued.qos,
