@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -83,3 +84,86 @@ def models_prepare(model: Annotated[str | None, typer.Argument(help="Model id.")
     console.print(f"{facts.id}: {state} -> {facts.folder} ({facts.dimensions} dimensions)")
 
 
+
+
+@models_app.command("import")
+def models_import(
+        source: Annotated[Path, typer.Argument(help="A Hugging Face folder (safetensors) or a "
+                                                    "GGUF file.")],
+        model_id: Annotated[str, typer.Option("--id", help="The id it is served as.")],
+        weights: Annotated[str, typer.Option(help="int4, int8 or fp16 (no compression).")
+                           ] = "int8",
+        sym: Annotated[bool, typer.Option("--sym", help="Symmetric quantization (no zero "
+                                                        "points; what the NPU wants).")] = False,
+        group_size: Annotated[int | None, typer.Option(help="int4: weights per scale; -1 "
+                                                            "per channel.")] = None,
+        ratio: Annotated[float | None, typer.Option(help="int4: share of layers in int4, the "
+                                                         "rest int8.")] = None,
+        replace: Annotated[bool, typer.Option("--replace", help="Replace a model of that "
+                                                                "id.")] = False,
+        config: ConfigOption = None) -> None:
+    """Export a model to OpenVINO IR with optimum-intel, its weights compressed with NNCF, into
+    the models directory; the engine serves it as ID (engine.model)."""
+    from appliance.models.importer import ImportOptions, ImportRefused, import_model
+
+    settings = load(config).settings
+    options = ImportOptions(weights, sym, group_size, ratio)  # type: ignore[arg-type]
+    try:
+        imported = import_model(source, model_id, settings.paths.models_dir, options, replace)
+    except ImportRefused as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"{imported.id}: {imported.facts.quantization} "
+                  f"({imported.facts.weights} in the IR), {imported.model_bytes / 2**20:.1f} MiB "
+                  f"of weights from {imported.source_bytes / 2**20:.1f} MiB -> {imported.folder}")
+
+
+@models_app.command("evaluate")
+def models_evaluate(
+        model_id: Annotated[str, typer.Argument(help="The model to evaluate.")],
+        reference: Annotated[str, typer.Option(help="The model it is compared with (e.g. its "
+                                                    "fp16 import).")],
+        out: Annotated[Path | None, typer.Option(help="JSON path (the plot goes beside it); "
+                                                      "default <data_dir>/evaluations.")] = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        config: ConfigOption = None) -> None:
+    """Size, perplexity, next-token agreement and greedy-answer agreement of a model against
+    its reference, and whether "30 % of the size, over 90 % of the quality" holds for it."""
+    from appliance.models import registry
+    from appliance.models.evaluate import evaluate, plot
+
+    settings = load(config).settings
+    folders = {}
+    for name in (model_id, reference):
+        try:
+            entry = registry.find(settings.paths.models_dir, name)
+        except registry.UnknownModel as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+        if entry.ir_dir is None:
+            err_console.print(f"[red]error:[/red] {name} is not prepared as OpenVINO IR "
+                              f"(appliance models prepare {name})")
+            raise typer.Exit(2)
+        folders[name] = entry.ir_dir
+    with console.status("evaluating") as status:
+        result = evaluate(model_id, folders[model_id], reference, folders[reference],
+                          progress=lambda stage: status.update(f"evaluating: {stage}"))
+    path = out or settings.paths.data_dir / "evaluations" / f"{model_id}-vs-{reference}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    plotted = plot([result], path.with_suffix(".png"))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return
+    table = Table("measure", model_id, reference, title=f"{model_id} against {reference}")
+    table.add_row("weights", f"{result.model_bytes / 2**20:.1f} MiB",
+                  f"{result.reference_bytes / 2**20:.1f} MiB ({result.size_ratio:.0%})")
+    for lang in ("en", "zh"):
+        table.add_row(f"perplexity ({lang})", f"{result.perplexity[lang]:.2f}",
+                      f"{result.reference_perplexity[lang]:.2f}")
+    table.add_row("next-token agreement", f"{result.next_token_agreement['all']:.1%}", "")
+    table.add_row("greedy answers: same / similarity",
+                  f"{result.exact_answers:.0%} / {result.answer_similarity:.2f}", "")
+    console.print(table)
+    console.print(result.claim["statement"])
+    console.print(f"written: {path}" + (f" and {path.with_suffix('.png')}" if plotted else ""))
