@@ -55,6 +55,7 @@ debian-test-deps:
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v zstd >/dev/null || missing="$$missing zstd"; \
 	[ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \

@@ -167,3 +167,60 @@ def models_evaluate(
     console.print(table)
     console.print(result.claim["statement"])
     console.print(f"written: {path}" + (f" and {path.with_suffix('.png')}" if plotted else ""))
+
+
+@models_app.command("package")
+def models_package(
+        model_id: Annotated[str, typer.Argument(help="The model (in the models directory).")],
+        key: Annotated[Path, typer.Option(help="Ed25519 signing key (PEM), the update "
+                                               "bundles' key.")],
+        out: Annotated[Path, typer.Option(help="The package file to write.")],
+        min_version: Annotated[str, typer.Option(help="Oldest appliance version that may "
+                                                      "install it.")] = "0",
+        base: Annotated[str | None, typer.Option(help="The model the boxes have (an id here, "
+                                                      "or its folder): a delta against it.")
+                        ] = None,
+        delta: Annotated[str, typer.Option(help="auto (when smaller), always or never.")
+                         ] = "auto",
+        config: ConfigOption = None) -> None:
+    """A signed package of a model, whole or as a delta against the one the boxes have."""
+    from appliance.models.package import PackageRefused, build
+    from appliance.update.errors import UpdateRefused
+    from appliance.update.signing import load_private_key
+
+    settings = load(config).settings
+    models_dir = settings.paths.models_dir
+    base_folder = None
+    if base is not None:
+        base_folder = Path(base) if Path(base).is_dir() else models_dir / base
+    if delta not in ("auto", "always", "never"):
+        err_console.print(f"[red]error:[/red] --delta must be auto, always or never, not {delta!r}")
+        raise typer.Exit(2)
+    try:
+        with console.status(f"packaging {model_id}"):
+            manifest = build(models_dir / model_id, model_id, load_private_key(key), out,
+                             min_version, base_folder, delta=delta)
+    except (PackageRefused, UpdateRefused) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    what = f"a delta against {manifest.base_id}" if manifest.base_id else "the whole model"
+    console.print(f"{out}: {model_id}, {what}, {manifest.payload_size / 2**20:.1f} MiB")
+
+
+@models_app.command("install")
+def models_install(package: Annotated[Path, typer.Argument(help="A signed model package.")],
+                   config: ConfigOption = None) -> None:
+    """Check a model package (signature against update.keyring_dir, version, hashes, base)
+    and install it into the models directory; any refusal changes nothing."""
+    from appliance.models.package import PackageRefused, install
+    from appliance.version import running_version
+
+    settings = load(config).settings
+    try:
+        with console.status(f"installing {package}"):
+            manifest = install(package, settings.paths.models_dir, settings.update.keyring_dir,
+                               running_version(settings.update.release_file))
+    except PackageRefused as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"{manifest.id}: installed in {settings.paths.models_dir / manifest.id}")
