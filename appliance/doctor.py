@@ -16,6 +16,7 @@ from appliance.engine.loader import available_devices
 from appliance.models import registry
 from appliance.models.default import DefaultModelMissing, link_default_model
 from appliance.security.audit import audit
+from appliance.system import accelerators
 from appliance.system.clock import clock_warning, read_clock
 
 
@@ -30,6 +31,7 @@ class Report:
     config_file: str
     config_file_exists: bool
     devices: list[dict[str, str]] = field(default_factory=list)
+    accelerators: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, int] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +76,10 @@ def examine(loaded: LoadedSettings) -> Report:
 
     devices = available_devices()
     report.devices = _device_names(devices)
+    found = accelerators.probe()
+    report.accelerators = asdict(found)
+    for level, message in accelerators.advice(found, devices):
+        add(Finding(level, message))  # type: ignore[arg-type]
     memory = psutil.virtual_memory()
     report.memory = {"total_bytes": memory.total, "available_bytes": memory.available}
 

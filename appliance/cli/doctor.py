@@ -33,6 +33,13 @@ def doctor(config: ConfigOption = None,
     for device in report.devices:
         table.add_row(device["device"], device["name"])
     console.print(table)
+    found = report.accelerators
+    console.print(f"[bold]Accelerator stack[/bold] render nodes: "
+                  f"{', '.join(found['render_nodes']) or 'none'}; NPU nodes: "
+                  f"{', '.join(found['npu_nodes']) or 'none'}; kernel modules: "
+                  f"{', '.join(found['modules']) or 'none'}; libraries: "
+                  + ", ".join(f"{name} {'yes' if ok else 'no'}"
+                              for name, ok in found["libraries"].items()))
     mem = report.memory
     console.print(f"[bold]Memory[/bold] {mem['available_bytes'] / 2**30:.1f} GiB available of "
                   f"{mem['total_bytes'] / 2**30:.1f} GiB")
