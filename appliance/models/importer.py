@@ -246,18 +246,22 @@ def gpt2_tokenizer(path: Path) -> Any | None:
             field("tokenizer.ggml.add_bos_token")), clean_up_tokenization_spaces=False)
 
 
+def hugging_face_form(gguf: Path, folder: Path) -> None:
+    """A GGUF's weights (dequantized by transformers) and tokenizer as a Hugging Face folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = gpt2_tokenizer(gguf) or \
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def _export(kind: str, source: str, output: str, cli_arguments: list[str]) -> None:
     """The child's work: a GGUF to its Hugging Face form, then optimum-cli's export."""
     if kind == "gguf":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        gguf = Path(source)
         hf = Path(output) / HF_FORM
-        tokenizer = gpt2_tokenizer(gguf) or \
-            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model.save_pretrained(hf)
-        tokenizer.save_pretrained(hf)
+        hugging_face_form(Path(source), hf)
         source = str(hf)
     from optimum.commands.optimum_cli import main
 
