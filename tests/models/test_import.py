@@ -17,7 +17,6 @@ import pytest
 
 from appliance.models import registry
 from appliance.models.default import packaged_gguf
-from appliance.models.importer import hugging_face_form
 from tests.conftest import Appliance
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +40,12 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and int4-sym (from its Hugging Face form, the folder an operator would bring)."""
     data_dir = tmp_path_factory.mktemp("imports")
     hf = tmp_path_factory.mktemp("hf") / "smollm2"
-    hugging_face_form(packaged_gguf(), hf)
+    # In a child, as the import itself does: torch does not load beside ansible's patches
+    # (which other test modules import into this process).
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from "
+                    "appliance.models.importer import hugging_face_form as f; "
+                    "f(Path(sys.argv[1]), Path(sys.argv[2]))", str(packaged_gguf()), str(hf)],
+                   check=True, capture_output=True, timeout=600)
     for model_id, source, options in (
             ("smollm2-fp16", packaged_gguf(), ["--weights", "fp16"]),
             ("smollm2-int8", hf, ["--weights", "int8"]),
