@@ -79,7 +79,7 @@ def examine(loaded: LoadedSettings) -> Report:
     found = accelerators.probe()
     report.accelerators = asdict(found)
     for level, message in accelerators.advice(found, devices):
-        add(Finding(level, message))  # type: ignore[arg-type]
+        add(Finding(level, message))
     memory = psutil.virtual_memory()
     report.memory = {"total_bytes": memory.total, "available_bytes": memory.available}
 

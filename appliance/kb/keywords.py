@@ -39,21 +39,24 @@ class KeywordIndex:
 
     def add(self, chunks: Iterable[tuple[int, str, str]]) -> None:
         """Index (chunk id, collection, space-separated terms) rows, searchable on return."""
+        self.replace([], chunks)
+
+    def remove(self, ids: list[int]) -> None:
+        self.replace(ids, [])
+
+    def replace(self, removed: list[int], added: Iterable[tuple[int, str, str]]) -> None:
+        """Drop some chunks and index others in one commit (a replaced document's old and
+        new chunks: searches see either all of the old or all of the new)."""
         with self._lock:
-            for chunk_id, collection, terms in chunks:
+            if removed:
+                self._writer.delete_documents_by_query(
+                    tantivy.Query.term_set_query(self._schema, "chunk", removed))
+            for chunk_id, collection, terms in added:
                 document = tantivy.Document()
                 document.add_unsigned("chunk", chunk_id)
                 document.add_text("collection", collection)
                 document.add_text("terms", terms)
                 self._writer.add_document(document)
-            self._commit()
-
-    def remove(self, ids: list[int]) -> None:
-        if not ids:
-            return
-        with self._lock:
-            self._writer.delete_documents_by_query(
-                tantivy.Query.term_set_query(self._schema, "chunk", ids))
             self._commit()
 
     def _commit(self) -> None:

@@ -188,8 +188,8 @@ class KnowledgeLibrary:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        self.keywords.remove(removed_chunks)
-        self.keywords.add((i, collection, t) for i, t in zip(ids, terms, strict=True))
+        self.keywords.replace(removed_chunks,
+                              [(i, collection, t) for i, t in zip(ids, terms, strict=True)])
         self.vectors.remove(removed_chunks)
         for old in replaced:
             self._collection_of.pop(old, None)

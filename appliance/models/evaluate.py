@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.kb.chunking import CJK
 from appliance.models.inspect import IR_MODEL_FILE
 
 WINDOW = 256
@@ -35,7 +36,7 @@ CLAIM_SIZE = 0.30
 CLAIM_QUALITY = 0.90
 ANSWER_TOKENS = 40
 LANGUAGES = ("en", "zh")
-_WORDS = re.compile(r"[\u3400-\u9fff]|[^\s\u3400-\u9fff]+")
+_WORDS = re.compile(f"[{CJK}]|[^\\s{CJK}]+")  # a CJK character, or a word
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ source's hash, the options and the sizes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -28,8 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from appliance.models.inspect import IR_MODEL_FILE, SIDECAR_FILE, ModelFacts, ir_weights
-from appliance.models.registry import is_valid_id
+from appliance.models.inspect import IR_MODEL_FILE, SIDECAR_FILE, ModelFacts, ir_facts
+from appliance.models.registry import is_valid_id, size_on_disk
 
 Weights = Literal["int4", "int8", "fp16"]
 TOKENIZER_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
@@ -127,11 +128,6 @@ def sha256_of(source: Path) -> str:
     return digest.hexdigest()
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else \
-        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def import_model(source: Path, model_id: str, models_dir: Path, options: ImportOptions,
                  replace: bool = False) -> Imported:
     """Export ``source`` to ``<models_dir>/<model_id>/``; ImportRefused when it cannot be."""
@@ -166,10 +162,9 @@ def import_model(source: Path, model_id: str, models_dir: Path, options: ImportO
         for name in (IR_MODEL_FILE, *TOKENIZER_FILES):
             if not (scratch / name).is_file():
                 raise ImportRefused(f"the export of {source} wrote no {name}")
-        _smoke_test(scratch)
-        facts = ModelFacts("openvino-ir", options.describe(), ir_weights(scratch / IR_MODEL_FILE),
-                           *_hf_facts(scratch))
-        imported = Imported(model_id, target, _size(source),
+        check_serves(scratch)
+        facts = dataclasses.replace(ir_facts(scratch), quantization=options.describe())
+        imported = Imported(model_id, target, size_on_disk(source),
                             (scratch / IR_MODEL_FILE).with_suffix(".bin").stat().st_size, facts)
         (scratch / SIDECAR_FILE).write_text(json.dumps({
             "id": model_id, "source": str(source), "source_kind": kind,
@@ -184,12 +179,7 @@ def import_model(source: Path, model_id: str, models_dir: Path, options: ImportO
     return imported
 
 
-def _hf_facts(folder: Path) -> tuple[int, str]:
-    config = json.loads((folder / "config.json").read_text())
-    return int(config.get("max_position_embeddings", 2048)), str(config.get("model_type", ""))
-
-
-def _smoke_test(folder: Path) -> None:
+def check_serves(folder: Path) -> None:
     """The engine's own pipeline loads the export and generates a token, or it is refused."""
     import openvino_genai
 

@@ -39,6 +39,7 @@ from packaging.version import InvalidVersion, Version
 from appliance.models.inspect import IR_MODEL_FILE
 from appliance.models.registry import is_valid_id
 from appliance.update import signing
+from appliance.update.bundle import ZSTD_LEVEL, tar_member
 from appliance.update.errors import UpdateRefused
 from appliance.update.manifest import canonical_json
 
@@ -47,7 +48,6 @@ MANIFEST = "model.json"
 SIGNATURE = "model.sig"
 FULL = "model.tar.zst"
 DELTA = "model.delta.zst"
-ZSTD_LEVEL = 10
 MAX_HEAD_BYTES = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FIELDS = {"format", "kind", "id", "min_version", "created", "payload", "result", "base"}
@@ -84,10 +84,9 @@ def folder_tar(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
-            info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
             with path.open("rb") as handle:
-                tar.addfile(info, handle)
+                tar.addfile(tar_member(path.relative_to(folder).as_posix(),
+                                       path.stat().st_size, 0), handle)
     return buffer.getvalue()
 
 
@@ -157,9 +156,8 @@ def build(folder: Path, model_id: str, key: Ed25519PrivateKey, out: Path,
     with tarfile.open(out, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for member, content in ((MANIFEST, head), (SIGNATURE, signing.sign(head, key)),
                                 (name, payload)):
-            info = tarfile.TarInfo(member)
-            info.size, info.mode, info.mtime = len(content), 0o644, manifest.created
-            tar.addfile(info, io.BytesIO(content))
+            tar.addfile(tar_member(member, len(content), manifest.created),
+                        io.BytesIO(content))
     return manifest
 
 
@@ -259,9 +257,9 @@ def install(package: Path, models_dir: Path, keyring_dir: Path, running_version:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             tar.extractall(scratch, filter="data")  # no links, no paths outside the folder
         if smoke_test:
-            from appliance.models.importer import ImportRefused, _smoke_test
+            from appliance.models.importer import ImportRefused, check_serves
             try:
-                _smoke_test(scratch)
+                check_serves(scratch)
             except ImportRefused as exc:
                 raise PackageRefused(str(exc)) from None
     except BaseException:

@@ -57,7 +57,8 @@ def is_valid_id(model_id: str) -> bool:
     return bool(MODEL_ID.match(model_id))
 
 
-def _size(path: Path) -> int:
+def size_on_disk(path: Path) -> int:
+    """A file's bytes, or all of a folder's."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -113,7 +114,7 @@ def scan(models_dir: Path) -> list[ModelEntry]:
             id=folder.name,
             source=folder,
             facts=ir_facts(folder),
-            size_bytes=_size(folder),
+            size_bytes=size_on_disk(folder),
             ir_dir=folder,
         )
     return [entries[key] for key in sorted(entries)]

@@ -16,11 +16,13 @@ import grp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib", "usr/local/lib")
 GPU_OPENCL = "libigdrcl.so"        # intel-opencl-icd
 LEVEL_ZERO = "libze_loader.so.1"   # libze1
 NPU_DRIVER = "libze_intel_vpu.so"  # Intel's linux-npu-driver (not in Debian 12)
+Level = Literal["info", "warning"]
 GPU_MODULES = ("i915", "xe")
 NPU_MODULES = ("intel_vpu",)
 
@@ -57,11 +59,11 @@ def _render_access() -> bool:
     return render in os.getgroups()
 
 
-def advice(found: AcceleratorProbe, openvino_devices: list[str]) -> list[tuple[str, str]]:
+def advice(found: AcceleratorProbe, openvino_devices: list[str]) -> list[tuple[Level, str]]:
     """(level, message) for each accelerator OpenVINO does not list, saying what is missing;
     nothing for one it lists."""
     kinds = {d.split(".")[0] for d in openvino_devices}
-    said: list[tuple[str, str]] = []
+    said: list[tuple[Level, str]] = []
     if "GPU" not in kinds:
         if not found.render_nodes:
             said.append(("info", "no GPU: no /dev/dri/renderD* node (no Intel GPU, or its "

@@ -91,7 +91,7 @@ def compress_rootfs(raw: Path, out: Path, level: int = ZSTD_LEVEL,
     return Payload(writer.sha.hexdigest(), writer.size, reader.sha.hexdigest(), reader.size)
 
 
-def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
+def tar_member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.type = size, mtime, 0o644, tarfile.REGTYPE
     info.uid = info.gid = 0
@@ -106,12 +106,12 @@ def write_bundle(out: Path, manifest: bytes, signature: bytes, payloads: Mapping
     try:
         with scratch.open("wb") as handle:
             with tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                tar.addfile(_member(MANIFEST, len(manifest), mtime), io.BytesIO(manifest))
-                tar.addfile(_member(SIGNATURE, len(signature), mtime), io.BytesIO(signature))
+                tar.addfile(tar_member(MANIFEST, len(manifest), mtime), io.BytesIO(manifest))
+                tar.addfile(tar_member(SIGNATURE, len(signature), mtime), io.BytesIO(signature))
                 for name in sorted(payloads):
                     path = payloads[name]
                     with path.open("rb") as payload:
-                        tar.addfile(_member(name, path.stat().st_size, mtime), payload)
+                        tar.addfile(tar_member(name, path.stat().st_size, mtime), payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(scratch, out)
